@@ -1,0 +1,376 @@
+"""The Python API: the same verbs as the command line (``cli.py`` only parses and calls these).
+
+    import smallvision.api as sv
+    run = sv.train("data/cats_vs_dogs_small", strategy="augment", epochs=100)
+    print(run.metrics["test"]["accuracy"])
+    sv.predict(run.path, ["new_photos/"])
+"""
+import datetime
+import glob
+import os
+import platform
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import __version__
+from .data import prepare
+from .data.decode import BadImage, DecodeSpec, read_image
+from .data.scan import scan as _scan
+from .data.split import parse_fractions
+from .errors import SmallvisionError
+from .runs import Run
+
+DEFAULT_IMAGE_SIZE = (180, 180)
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def versions():
+    """Package and backend versions, recorded in every run's config."""
+    import cv2
+    import keras
+    import PIL
+
+    backend = keras.backend.backend()
+    try:
+        backend_version = __import__({"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
+                                     .get(backend, backend)).__version__
+    except Exception:
+        backend_version = "unknown"
+    return {"smallvision": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "keras": keras.__version__, "backend": backend, "backend_version": backend_version,
+            "numpy": np.__version__, "pillow": PIL.__version__, "opencv": cv2.__version__}
+
+
+def _spec(image_size, crop_to_aspect):
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    try:
+        h, w = (int(v) for v in image_size)
+        return DecodeSpec(h, w, bool(crop_to_aspect))
+    except (TypeError, ValueError) as e:
+        raise SmallvisionError(f"image size must be HEIGHT,WIDTH or one number of pixels >= 8. "
+                               f"Received: {image_size!r} ({e})") from None
+
+
+def scan(data, image_size=None, crop_to_aspect=False, split=(0.7, 0.15, 0.15), seed=0, progress=True):
+    """Scan and check a data folder; with ``image_size``, also fill the decode cache.
+
+    Returns ``(index, splits)``.
+    """
+    from .data.split import make_splits
+
+    spec = _spec(image_size, crop_to_aspect) if image_size else None
+    index = _scan(data, spec, progress=progress)
+    splits = make_splits(index, parse_fractions(split), seed)
+    return index, splits
+
+
+def strategies():
+    """{name: one-line summary} of the training strategies."""
+    from .strategies import STRATEGIES
+    return {name: m.SUMMARY for name, m in STRATEGIES.items()}
+
+
+def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=DEFAULT_IMAGE_SIZE,
+          crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
+          split=(0.7, 0.15, 0.15), verbose="auto", progress=True):
+    """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
+
+    Args:
+        data: folder with one sub-folder per class, or train/ validation/ test/ holding them.
+        strategy: a name from :func:`strategies` ("scratch", "augment").
+        out: parent folder of the run folders.
+        epochs: default: the strategy's (30 for scratch, 100 for augment).
+        batch_size: images per batch.
+        image_size: ``(height, width)`` or one int.
+        crop_to_aspect: crop the centre to the target aspect instead of squashing.
+        seed: seeds the split, shuffling, augmentation and weight initialisation.
+        learning_rate: default: the strategy's (RMSprop 1e-3).
+        patience: stop after this many epochs without a better val_loss (None: never).
+        class_weight: None or "balanced" (weights inversely proportional to class frequency).
+        split: train,validation,test fractions when ``data`` has no split folders.
+        verbose: Keras' fit verbosity.
+        progress: print scan/decode progress and per-epoch lines.
+
+    Returns:
+        The finished :class:`~smallvision.runs.Run`.
+    """
+    from . import strategies as strategies_mod
+    from .data.dataset import balanced_class_weight
+
+    strat = strategies_mod.get(strategy)
+    epochs = strat.DEFAULT_EPOCHS if epochs is None else int(epochs)
+    learning_rate = strat.DEFAULT_LEARNING_RATE if learning_rate is None else float(learning_rate)
+    _check_positive(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    if patience is not None:
+        _check_positive(patience=patience)
+    if class_weight not in (None, "none", "balanced"):
+        raise SmallvisionError(f"class weight must be 'balanced' or 'none'. Received: {class_weight!r}")
+    fractions = parse_fractions(split)
+    spec = _spec(image_size, crop_to_aspect)
+    prep = prepare(data, spec, fractions, seed, progress=progress)
+    num_classes = len(prep.class_names)
+    model = _build(strat, spec, num_classes, seed, learning_rate)  # bad sizes fail before a run folder exists
+    weights = balanced_class_weight(prep.labels["train"], num_classes) if class_weight == "balanced" else None
+    counts = np.bincount(prep.labels["train"], minlength=num_classes)
+    if weights is None and counts.max() > 1.5 * max(counts.min(), 1) and progress:
+        _log(f"note: train classes are imbalanced ({dict(zip(prep.class_names, counts.tolist()))}); "
+             "consider --class-weight balanced")
+
+    run = Run.create(out, strategy)
+    config = dict(
+        strategy=strategy, data=os.path.abspath(data), image_size=[spec.height, spec.width],
+        crop_to_aspect=spec.crop_to_aspect, decode=spec.key, epochs=epochs, batch_size=int(batch_size),
+        learning_rate=learning_rate, optimizer="rmsprop", seed=int(seed), patience=patience,
+        class_weight=class_weight if class_weight != "none" else None, class_weights=weights,
+        split=list(fractions), split_origin=prep.splits.origin, class_names=prep.class_names,
+        counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
+        data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
+        duplicates=len(prep.splits.duplicates), keras_backend=versions()["backend"], versions=versions(),
+        command=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("smallvision") else None)
+    run.write_config(config)
+    run.write_data_files(prep.index, prep.splits)
+    run.set_status(status="running", started=_now())
+    if progress:
+        _log(f"run folder: {run.path}")
+    return _fit_and_finish(run, model, prep, config, None, verbose, progress)
+
+
+def resume(run_path, epochs=None, verbose="auto", progress=True):
+    """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint."""
+    import keras
+
+    from . import strategies as strategies_mod
+
+    run = Run.open(run_path)
+    config = run.config
+    if epochs is not None:
+        _check_positive(epochs=epochs)
+        config["epochs"] = int(epochs)
+    state = run.state
+    prep = prepare(config["data"], DecodeSpec(*config["image_size"], config["crop_to_aspect"]),
+                   tuple(config["split"]), config["seed"], progress=progress)
+    if prep.index.digest() != config["data_index_sha256"]:
+        raise SmallvisionError(f"{config['data']}: the data changed since run {run.path} started "
+                               f"(index sha256 {prep.index.digest()[:12]} != {config['data_index_sha256'][:12]}); "
+                               "start a new run instead")
+    run.write_config(config)
+    if state and state.get("epochs_done"):
+        if progress:
+            _log(f"resuming {run.path} after epoch {state['epochs_done']} of {config['epochs']}")
+        keras.utils.set_random_seed(config["seed"] + state["epochs_done"])
+        model = keras.saving.load_model(run.file("checkpoint", state["last"]))
+        if state.get("stopped_early") and epochs is not None:
+            state = dict(state, stopped_early=False, wait=0)
+    else:  # killed before the first epoch was committed: start again, same seed
+        if progress:
+            _log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
+        state = None
+        model = _build(strategies_mod.get(config["strategy"]), prep.spec, len(prep.class_names),
+                       config["seed"], config["learning_rate"])
+    run.set_status(status="running", resumed=_now())
+    return _fit_and_finish(run, model, prep, config, state, verbose, progress)
+
+
+def _build(strat, spec, num_classes, seed, learning_rate):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    try:
+        return strat.build((spec.height, spec.width), num_classes, seed, learning_rate)
+    except ValueError as e:
+        raise SmallvisionError(f"strategy {strat.NAME}: {e}") from None
+
+
+def _fit_and_finish(run, model, prep, config, state, verbose, progress):
+    from . import train as train_mod
+    from .data.dataset import ImageBatches
+    from .report.plots import plot_curves
+
+    n = len(prep.class_names)
+    cw = {int(k): v for k, v in config["class_weights"].items()} if config.get("class_weights") else None
+    train_ds = ImageBatches(prep.images["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
+                            seed=config["seed"], class_weight=cw)
+    val_ds = ImageBatches(prep.images["validation"], prep.labels["validation"], n, config["batch_size"])
+    try:
+        state = train_mod.fit(model, run, train_ds, val_ds, config["epochs"], state, config.get("patience"),
+                              verbose=verbose, log=_log if progress and verbose == 0 else None)
+    except KeyboardInterrupt:
+        run.set_status(status="interrupted", interrupted=_now())
+        raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None
+    except Exception as e:
+        run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    if not state.get("best"):
+        raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
+    sets = {name: (prep.images[name], prep.labels[name]) for name in ("validation", "test")}
+    metrics = train_mod.finish(run, state, sets, prep.class_names, config["batch_size"])
+    plot_curves(run.read_history(), run.file("curves.png"),
+                title=f"{config['strategy']} on {os.path.basename(os.path.normpath(config['data']))}")
+    run.set_status(status="finished", finished=_now(), best_epoch=state["best_epoch"],
+                   epochs_done=state["epochs_done"])
+    if progress:
+        _log(describe(run))
+    return run
+
+
+def describe(run):
+    """One paragraph on a finished run: best epoch and validation/test accuracy."""
+    m = run.metrics
+    parts = [f"{run.path}: best epoch {m['best_epoch']} of {m['epochs_done']}"]
+    for name in ("validation", "test"):
+        if name in m:
+            parts.append(f"{name} accuracy {m[name]['accuracy']:.4f} (loss {m[name]['loss']:.4f}, n={m[name]['n']})")
+    return "; ".join(parts)
+
+
+def _now():
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def _check_positive(**values):
+    for k, v in values.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise SmallvisionError(f"{k.replace('_', '-')} must be a positive number. Received: {k}={v!r}")
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _resolve_model(source):
+    """Run folder or .keras file -> (model path, class names, DecodeSpec)."""
+    import keras
+
+    if os.path.isdir(source):
+        run = Run.open(source)
+        if not os.path.isfile(run.model_path):
+            raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
+        c = run.config
+        return run.model_path, c["class_names"], DecodeSpec(*c["image_size"], c.get("crop_to_aspect", False))
+    if not os.path.isfile(source):
+        raise SmallvisionError(f"{source}: no such run folder or model file")
+    if not source.endswith(".keras"):
+        raise SmallvisionError(f"{source}: expected a run folder or a .keras model file")
+    config = os.path.join(os.path.dirname(os.path.abspath(source)), "config.json")
+    if os.path.isfile(config):
+        r = Run.open(os.path.dirname(os.path.abspath(source))).config
+        return source, r["class_names"], DecodeSpec(*r["image_size"], r.get("crop_to_aspect", False))
+    model = load_model(source)
+    _, h, w, _ = model.input_shape
+    n = model.output_shape[-1]
+    keras.backend.clear_session()
+    return source, [f"class_{i}" for i in range(2 if n == 1 else n)], DecodeSpec(h, w)
+
+
+def load_model(path):
+    """Open a saved model with Keras' safe mode on; one-line error when it cannot be used."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:
+        raise SmallvisionError(f"{path}: cannot load the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def expand_paths(paths):
+    """Files, folders (searched recursively for image files) and glob patterns -> sorted file list.
+
+    A path that matches nothing is returned as is, so that it is reported per file."""
+    out = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                        if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        elif any(ch in p for ch in "*?[") and not os.path.exists(p):
+            matches = sorted(glob.glob(p, recursive=True))
+            out += matches or [p]
+        else:
+            out.append(p)
+    return out
+
+
+def predict(source, paths, batch_size=32, chunk=256):
+    """Classify image files with a trained run (or a .keras file).
+
+    Each file is decoded exactly as in training. A file that cannot be read is reported in
+    its row (``error``) and the others go on.
+
+    Returns:
+        A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
+    """
+    from .train import predict_probabilities
+
+    model_path, class_names, spec = _resolve_model(os.fspath(source))
+    model = load_model(model_path)
+    files = expand_paths(paths)
+    if not files:
+        raise SmallvisionError(f"no image files found in {', '.join(map(str, paths))}")
+
+    def decode(path):
+        try:
+            return read_image(path, spec)[0], None
+        except BadImage as e:
+            return None, str(e)
+
+    rows = []
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, len(files), chunk):
+            part = files[start:start + chunk]
+            decoded = list(pool.map(decode, part))
+            ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
+            probs = predict_probabilities(model, np.stack([decoded[i][0] for i in ok]) if ok else [],
+                                          len(class_names), batch_size)
+            p_of = dict(zip(ok, probs))
+            for i, path in enumerate(part):
+                if i in p_of:
+                    p = p_of[i]
+                    k = int(np.argmax(p))
+                    rows.append({"path": path, "class": class_names[k], "probability": round(float(p[k]), 5),
+                                 "probabilities": {c: round(float(v), 5) for c, v in zip(class_names, p)},
+                                 "error": None})
+                else:
+                    rows.append({"path": path, "class": None, "probability": None, "probabilities": None,
+                                 "error": decoded[i][1]})
+    return rows
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, image_size=None, progress=True):
+    """The main job, offline: write the digits stand-in (unless ``data`` is given), train, predict.
+
+    Returns the run.
+    """
+    from .data.demo import write_digits
+
+    if data is None:
+        data = write_digits(os.path.join(out, "digits"))
+        if progress:
+            _log(f"demo data: scikit-learn's 8x8 handwritten digits written as an image folder at {data} "
+                 "(a stand-in; run on your own folder with --data DIR)")
+        epochs = 6 if epochs is None else epochs
+        image_size = image_size or (80, 80)
+    run = train(data, strategy, out=os.path.join(out, "runs"), epochs=epochs,
+                image_size=image_size or DEFAULT_IMAGE_SIZE, progress=progress)
+    index = Run.open(run.path)
+    test_files = [os.path.join(data, *r.split("/")) for r in _split_paths(index, "test")[:5]]
+    for row in predict(run.path, test_files):
+        _log(f"predict {row['path']}: {row['class']} ({row['probability']:.3f})")
+    return run
+
+
+def _split_paths(run, split):
+    import csv
+
+    with open(run.file("index.csv"), encoding="utf-8", newline="") as f:
+        return [r["path"] for r in csv.DictReader(f) if r["split"] == split]

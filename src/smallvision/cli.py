@@ -1,0 +1,182 @@
+"""``smallvision <verb>``: parses arguments and calls :mod:`smallvision.api`. Nothing else."""
+import argparse
+import csv
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import SmallvisionError
+
+EXAMPLES = {
+    "demo": """examples:
+  smallvision demo                          # offline stand-in: scikit-learn's digits, ~1 minute
+  smallvision demo --data path/to/photos    # the same on your own folder (180x180, scratch)""",
+    "scan": """examples:
+  smallvision scan path/to/photos                   # classes, counts, rejected files and why
+  smallvision scan data/cats_vs_dogs_small --image-size 180   # also fill the decode cache
+  smallvision scan photos --write report/           # write index.csv, rejects.csv, duplicates.csv""",
+    "train": """examples:
+  smallvision train data/cats_vs_dogs_small --strategy scratch          # the chapter, 30 epochs
+  smallvision train data/cats_vs_dogs_small --strategy augment --epochs 100 --seed 1
+  smallvision train photos --strategy augment --image-size 224 --patience 10 --class-weight balanced
+  smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
+  smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further""",
+    "predict": """examples:
+  smallvision predict runs/20261127-101500-augment new_photos/
+  smallvision predict runs/20261127-101500-augment 'shots/*.jpg' --output predictions.csv
+  smallvision predict model.keras cat.jpg dog.png --output predictions.json""",
+    "strategies": """examples:
+  smallvision strategies""",
+}
+
+
+def _size(text):
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH in pixels, got {text!r}")
+    return tuple(parts)
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="smallvision", description="Train, compare and explain image classifiers "
+                                "on small labelled image sets (Keras 3).")
+    p.add_argument("--version", action="version", version=f"smallvision {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="<verb>")
+
+    def verb(name, help_):
+        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    d = verb("demo", "the main job, offline: write a stand-in image folder, train, evaluate, predict")
+    d.add_argument("--data", help="use this image folder instead of the digits stand-in")
+    d.add_argument("--out", default="smallvision-demo", help="where the demo writes (default: %(default)s)")
+    d.add_argument("--strategy", default="scratch")
+    d.add_argument("--epochs", type=int)
+    d.add_argument("--image-size", type=_size)
+
+    s = verb("scan", "check a data folder: classes, counts, rejected files, duplicates and leakage")
+    s.add_argument("data")
+    s.add_argument("--image-size", type=_size, help="also decode into the cache at this size")
+    s.add_argument("--crop-to-aspect", action="store_true")
+    s.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions without split folders")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--write", metavar="DIR", help="write index.csv, rejects.csv, warnings.csv, duplicates.csv here")
+
+    t = verb("train", "train a strategy on an image folder and write a run folder")
+    t.add_argument("data", nargs="?", help="folder with one sub-folder per class (or train/ validation/ test/)")
+    t.add_argument("--strategy", default="scratch", help="scratch or augment (see: smallvision strategies)")
+    t.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoint")
+    t.add_argument("--out", default="runs", help="parent folder of run folders (default: %(default)s)")
+    t.add_argument("--epochs", type=int, help="default: the strategy's (scratch 30, augment 100)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--image-size", type=_size, default=(180, 180), help="SIZE or HEIGHT,WIDTH (default: 180)")
+    t.add_argument("--crop-to-aspect", action="store_true", help="crop the centre instead of squashing")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--learning-rate", type=float, help="RMSprop learning rate (default: the strategy's, 1e-3)")
+    t.add_argument("--patience", type=int, help="stop after N epochs without a lower val_loss")
+    t.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    t.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions without split folders")
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+    pr = verb("predict", "classify image files with a trained run or .keras model")
+    pr.add_argument("model", metavar="RUN_OR_MODEL")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    pr.add_argument("--output", help="write .csv or .json instead of printing")
+    pr.add_argument("--batch-size", type=int, default=32)
+
+    verb("strategies", "list the training strategies")
+    return p
+
+
+def _write_rows(path, rows):
+    if path.endswith(".json"):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+        return
+    classes = sorted({c for r in rows if r["probabilities"] for c in r["probabilities"]})
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "class", "probability"] + [f"p_{c}" for c in classes] + ["error"])
+        for r in rows:
+            probs = r["probabilities"] or {}
+            w.writerow([r["path"], r["class"] or "", r["probability"] if r["probability"] is not None else ""]
+                       + [probs.get(c, "") for c in classes] + [r["error"] or ""])
+
+
+def run_verb(args):
+    from . import api
+
+    if args.verb == "strategies":
+        for name, summary in api.strategies().items():
+            print(f"{name:<12} {summary}")
+        return 0
+    if args.verb == "demo":
+        run = api.demo(args.out, data=args.data, strategy=args.strategy, epochs=args.epochs,
+                       image_size=args.image_size)
+        print(api.describe(run))
+        return 0
+    if args.verb == "scan":
+        index, splits = api.scan(args.data, args.image_size, args.crop_to_aspect, args.split, args.seed)
+        print(f"splits ({splits.origin}): " + ", ".join(f"{n} {len(ps)}" for n, ps in splits.items()))
+        for d in splits.duplicates[:20]:
+            print(f"duplicate ({d['kind']}): {' = '.join(d['files'])}")
+        if args.write:
+            from .runs import Run
+            os.makedirs(args.write, exist_ok=True)
+            Run(args.write).write_data_files(index, splits)
+            print(f"wrote index.csv, rejects.csv, warnings.csv, duplicates.csv to {args.write}")
+        return 0
+    if args.verb == "train":
+        verbose = 2 if args.quiet or not sys.stdout.isatty() else 1
+        if args.resume:
+            run = api.resume(args.resume, epochs=args.epochs, verbose=verbose)
+        elif not args.data:
+            raise SmallvisionError("train needs a DATA folder (or --resume RUN); see smallvision train --help")
+        else:
+            run = api.train(args.data, args.strategy, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                            image_size=args.image_size, crop_to_aspect=args.crop_to_aspect, seed=args.seed,
+                            learning_rate=args.learning_rate, patience=args.patience,
+                            class_weight=args.class_weight, split=args.split, verbose=verbose)
+        print(api.describe(run))
+        return 0
+    if args.verb == "predict":
+        rows = api.predict(args.model, args.paths, batch_size=args.batch_size)
+        if args.output:
+            _write_rows(args.output, rows)
+            print(f"wrote {len(rows)} predictions to {args.output}")
+        else:
+            for r in rows:
+                print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}" if r["error"] is None
+                      else f"{r['path']}\terror: {r['error']}")
+        bad = sum(r["error"] is not None for r in rows)
+        if bad:
+            print(f"{bad} of {len(rows)} files could not be classified", file=sys.stderr)
+        return 0
+    return 2
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        return run_verb(args)
+    except SmallvisionError as e:
+        print(f"smallvision: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("smallvision: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The Dataset fed to ``model.fit()``: uint8 image batches from the decode cache, and labels.
+
+A ``keras.utils.PyDataset`` (so it works on TensorFlow, JAX and PyTorch): seeded shuffle per
+epoch, batching, optional per-sample class weights, and prefetch by Keras' worker threads.
+Images stay uint8 until the model's own ``Rescaling`` layer: a batch of 32 at 180×180 is
+3 MB instead of 12 MB.
+"""
+import math
+
+import keras
+import numpy as np
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """``(images uint8 [B,H,W,3], labels[, sample_weights])`` batches.
+
+    Args:
+        images: an object with ``len()`` and ``take(indices)`` (a ``CachedImages`` or an array).
+        labels: integer class per image.
+        num_classes: 2 gives float labels of shape ``[B, 1]`` (sigmoid output), more gives
+            integer labels ``[B]`` (softmax output).
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch; the order of epoch ``e`` depends only on ``(seed, e)``,
+            so a resumed run sees the same order it would have seen.
+        seed: shuffle seed.
+        class_weight: optional ``{class: weight}``, yielded as per-sample weights.
+        epoch: the first epoch (for resuming).
+        workers: Keras worker threads that prefetch batches.
+    """
+
+    def __init__(self, images, labels, num_classes, batch_size=32, shuffle=False, seed=0,
+                 class_weight=None, epoch=0, workers=2, **kwargs):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8, **kwargs)
+        if len(images) != len(labels):
+            raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.binary = num_classes == 2
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed = shuffle, seed
+        self.weights = None
+        if class_weight:
+            self.weights = np.array([class_weight[int(c)] for c in self.labels], dtype=np.float32)
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        n = len(self.labels)
+        self.order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                      else np.arange(n))
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        if not self.shuffle:
+            idx = np.sort(idx)
+        x = self.images[idx] if isinstance(self.images, np.ndarray) else self.images.take(idx)
+        y = self.labels[idx]
+        y = y.astype(np.float32)[:, None] if self.binary else y.astype(np.int32)
+        if self.weights is not None:
+            return x, y, self.weights[idx]
+        return x, y
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.set_epoch(self.epoch + 1)
+
+
+def balanced_class_weight(labels, num_classes):
+    """scikit-learn's "balanced" weights: n_samples / (n_classes * count per class)."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    counts[counts == 0] = 1
+    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}

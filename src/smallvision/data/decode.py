@@ -1,0 +1,228 @@
+"""Decode one image file to a uint8 RGB array at the target size — the only decoder in smallvision.
+
+Training (through the cache), prediction and the scan's integrity check all call
+:func:`decode_bytes`, so an image is preprocessed the same way everywhere.
+
+How an image becomes ``height × width × 3`` uint8:
+
+1. The content decides the format, not the extension. Pillow reads the header (its
+   decompression-bomb limit stays on), the EXIF orientation and the mode.
+2. The image is reduced by the largest power of two (1, 2, 4, 8) that keeps it at least as
+   large as the target: for JPEG inside the decoder (libjpeg's DCT scaling, "draft" decoding,
+   via OpenCV for RGB/grayscale JPEGs), otherwise with a box filter. This is where the
+   speed comes from; ``bench/`` records how far it is from a full decode.
+3. Modes become RGB: grayscale, palette, CMYK, 16-bit; transparency is composited on white.
+4. The EXIF orientation is applied.
+5. Optionally the centre is cropped to the target aspect ratio (Keras' ``crop_to_aspect_ratio``).
+6. Bilinear resize with half-pixel centres, like ``tf.image.resize`` (Keras' default).
+
+Every byte of the entropy-coded data is decoded in step 2, so a truncated or corrupt file
+fails here: the scan uses this same decode as its integrity check.
+"""
+import dataclasses
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+cv2.setNumThreads(1)  # we parallelise over files; nested thread pools only oversubscribe 2 cores
+
+DECODER_VERSION = 1  # bump when the pixels this module produces change: it invalidates caches
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+_EXIF_ORIENTATION = 0x0112
+
+
+class BadImage(Exception):
+    """The file cannot be used; ``str(exc)`` is the reject reason shown to the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """What the decoder produces: target size and whether to crop to its aspect ratio."""
+
+    height: int = 180
+    width: int = 180
+    crop_to_aspect: bool = False
+
+    def __post_init__(self):
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 8:
+                raise ValueError(f"image {name} must be an integer >= 8. Received: {name}={v!r}")
+
+    @property
+    def shape(self):
+        return (int(self.height), int(self.width), 3)
+
+    @property
+    def key(self):
+        """Names the cache folder: size, method and decoder version."""
+        fit = "crop" if self.crop_to_aspect else "squash"
+        return f"{self.height}x{self.width}-bilinear-{fit}-v{DECODER_VERSION}"
+
+
+@dataclasses.dataclass
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    mode: str
+    notes: list
+
+
+def _crop_box(w, h, spec):
+    """Centre box (x0, y0, cw, ch) of the source with the target's aspect ratio."""
+    if not spec.crop_to_aspect:
+        return 0, 0, w, h
+    target = spec.width / spec.height
+    if w / h > target:
+        cw = max(1, round(h * target))
+        return (w - cw) // 2, 0, cw, h
+    ch = max(1, round(w / target))
+    return 0, (h - ch) // 2, w, ch
+
+
+def _reduction(w, h, orientation, spec):
+    """Largest power-of-two factor that keeps the (cropped) image >= the target size."""
+    if orientation in (5, 6, 7, 8):  # stored transposed: compare against the swapped target
+        w, h = h, w
+    _, _, cw, ch = _crop_box(w, h, spec)
+    f = 1
+    while f < 8 and cw // (2 * f) >= spec.width and ch // (2 * f) >= spec.height:
+        f *= 2
+    return f
+
+
+def _orient(a, orientation):
+    """Apply an EXIF orientation to an HxWxC array (same result as PIL.ImageOps.exif_transpose)."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return a[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+def _to_rgb(im):
+    """Pillow image in any mode -> HxWx3 uint8 array."""
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        return np.clip(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    if mode.startswith("I;16") or mode == "I":
+        g = np.asarray(im).astype(np.float32) / 257.0  # 16-bit range -> 8-bit
+        g = np.clip(g + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "F":
+        g = np.clip(np.asarray(im, dtype=np.float32) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def _finish(a, orientation, spec, bgr=False):
+    a = _orient(a, orientation)
+    h, w = a.shape[:2]
+    x0, y0, cw, ch = _crop_box(w, h, spec)
+    a = np.ascontiguousarray(a[y0:y0 + ch, x0:x0 + cw])
+    if a.shape[0] != spec.height or a.shape[1] != spec.width:
+        a = cv2.resize(a, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+    if bgr:  # OpenCV decodes to BGR; swapping after the resize touches fewer pixels
+        a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+    return a
+
+
+def _has_jpeg_end(data):
+    return data.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def open_image(data):
+    """Pillow image from bytes, or BadImage with the reason (empty, not an image, bomb)."""
+    if len(data) == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"decompression bomb refused: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no decoder recognises the content)") from None
+    except Exception as e:  # a header so broken that Pillow fails while reading it
+        raise BadImage(f"unreadable image header: {e}") from None
+
+
+def decode_bytes(data, spec):
+    """Decode an encoded image to ``spec.shape`` uint8 RGB.
+
+    Args:
+        data: the file's bytes.
+        spec: a :class:`DecodeSpec`.
+
+    Returns:
+        ``(array, ImageInfo)``.
+
+    Raises:
+        BadImage: with a one-line reason when the content cannot be used.
+    """
+    im = open_image(data)
+    fmt, (w, h), mode = im.format or "unknown", im.size, im.mode
+    notes = []
+    try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        orientation, _ = 1, notes.append("EXIF block unreadable; orientation ignored")
+    if getattr(im, "n_frames", 1) > 1:
+        notes.append(f"{im.n_frames} frames; the first is used")
+    f = _reduction(w, h, orientation, spec)
+    info = ImageInfo(fmt, w, h, mode, notes)
+
+    if fmt == "JPEG" and mode in ("RGB", "L") and _has_jpeg_end(data):
+        flags = _REDUCED[f] | cv2.IMREAD_IGNORE_ORIENTATION
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        if a is not None:
+            return _finish(a, orientation, spec, bgr=True), info
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if fmt == "JPEG":
+                im.draft(None, (max(1, w // f), max(1, h // f)))
+            im.load()
+            if fmt == "JPEG":  # the draft already reduced by d; box-reduce the rest
+                f = max(1, f // max(1, round(w / im.size[0])))
+            if f > 1:
+                im = im.reduce(f)
+            a = _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            raise BadImage(f"truncated: {msg}") from None
+        raise BadImage(f"corrupt {fmt} data: {msg}") from None
+    except Image.DecompressionBombWarning as e:
+        raise BadImage(f"decompression bomb refused: {e}") from None
+    return _finish(a, orientation, spec), info
+
+
+def read_image(path, spec):
+    """Decode the file at ``path``; BadImage names what is wrong (not the path)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except IsADirectoryError:
+        raise BadImage("is a folder, not a file") from None
+    except OSError as e:
+        raise BadImage(f"unreadable: {e.strerror or e}") from None
+    return decode_bytes(data, spec)

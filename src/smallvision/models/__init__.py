@@ -1,0 +1,1 @@
+"""Keras model builders: the chapter's convnet, its augmentation block, classifier heads."""

@@ -1,0 +1,1 @@
+"""Reports: plots now; the ladder table and HTML report build on these."""

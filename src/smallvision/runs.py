@@ -1,0 +1,160 @@
+"""The run folder: everything one training writes, written atomically, and read back.
+
+::
+
+    runs/<YYYYmmdd-HHMMSS>-<strategy>/
+      run.json          status (running / interrupted / failed / finished), times, best epoch
+      config.json       resolved configuration, seed, package versions, data-index hash
+      index.csv         every image used: path, class, split, sha256, bytes, width, height, format
+      rejects.csv       files that were not used, and why
+      warnings.csv      files used with a remark (wrong extension, several frames, ...)
+      duplicates.csv    identical files (leakage across splits, conflicting labels)
+      history.csv       one row per epoch: loss, accuracy, val_loss, val_accuracy, seconds
+      checkpoint/       state.json + last-NNNN.keras + best-NNNN.keras (what --resume uses)
+      model.keras       the best model (lowest val_loss); plain keras.saving.load_model opens it
+      metrics.json      validation and test: loss, accuracy, per-class precision/recall, confusion
+      curves.png        training vs validation loss and accuracy
+
+Every file is written to a temporary name and renamed, and ``checkpoint/state.json`` is
+the commit point of an epoch: a run killed at any moment resumes from the last epoch
+whose state was committed, and never reads a half-written file.
+"""
+import csv
+import datetime
+import io
+import os
+
+from ._io import read_json, write_json_atomic, write_text_atomic
+from .errors import SmallvisionError
+
+
+def _csv_text(header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+class Run:
+    """A run folder. Create one with :meth:`create`, open an existing one with :meth:`open`."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, *names):
+        return os.path.join(self.path, *names)
+
+    @classmethod
+    def create(cls, out_dir, strategy, now=None):
+        now = now or datetime.datetime.now()
+        base = f"{now:%Y%m%d-%H%M%S}-{strategy}"
+        os.makedirs(out_dir, exist_ok=True)
+        for k in range(1000):
+            path = os.path.join(out_dir, base if k == 0 else f"{base}-{k}")
+            try:
+                os.makedirs(path)
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise SmallvisionError(f"{out_dir}: cannot create a new run folder named {base}")
+
+    @classmethod
+    def open(cls, path):
+        run = cls(path)
+        if not os.path.isfile(run.file("config.json")):
+            what = "no such folder" if not os.path.exists(path) else "not a smallvision run folder (no config.json)"
+            raise SmallvisionError(f"{path}: {what}")
+        return run
+
+    @property
+    def name(self):
+        return os.path.basename(os.path.normpath(self.path))
+
+    # -- JSON files ---------------------------------------------------------------------------
+    @property
+    def config(self):
+        return read_json(self.file("config.json"))
+
+    def write_config(self, config):
+        write_json_atomic(self.file("config.json"), config)
+
+    @property
+    def status(self):
+        try:
+            return read_json(self.file("run.json"))
+        except (OSError, ValueError):
+            return {}
+
+    def set_status(self, **fields):
+        status = self.status
+        status.update(fields)
+        write_json_atomic(self.file("run.json"), status)
+
+    @property
+    def metrics(self):
+        return read_json(self.file("metrics.json"))
+
+    def write_metrics(self, metrics):
+        write_json_atomic(self.file("metrics.json"), metrics)
+
+    # -- data files -----------------------------------------------------------------------------
+    def write_data_files(self, index, splits):
+        split_of = {p: name for name, ps in splits.items() for p in ps}
+        names = index.class_names
+        write_text_atomic(self.file("index.csv"), _csv_text(
+            ["path", "class", "split", "sha256", "bytes", "width", "height", "format"],
+            [[e.path, names[e.label], split_of.get(p, ""), e.sha256, e.bytes, e.width, e.height, e.format]
+             for p, e in enumerate(index.entries)]))
+        write_text_atomic(self.file("rejects.csv"), _csv_text(["path", "reason"], index.rejects))
+        write_text_atomic(self.file("warnings.csv"), _csv_text(["path", "warning"], index.warnings))
+        write_text_atomic(self.file("duplicates.csv"), _csv_text(
+            ["sha256", "kind", "files", "splits", "classes"],
+            [[d["sha256"], d["kind"], " ".join(d["files"]), " ".join(d["splits"]), " ".join(d["classes"])]
+             for d in splits.duplicates]))
+
+    # -- history ----------------------------------------------------------------------------------
+    def read_history(self):
+        try:
+            with open(self.file("history.csv"), encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError:
+            return []
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""} for r in rows]
+
+    def write_history(self, rows):
+        keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
+        write_text_atomic(self.file("history.csv"), _csv_text(keys, [[r.get(k, "") for k in keys] for r in rows]))
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    @property
+    def state(self):
+        """The last committed epoch: {epochs_done, last, best, best_epoch, best_val_loss, wait}."""
+        try:
+            return read_json(self.file("checkpoint", "state.json"))
+        except (OSError, ValueError):
+            return None
+
+    def commit_epoch(self, state):
+        """Make ``state`` the run's committed epoch, then drop checkpoints it no longer names."""
+        write_json_atomic(self.file("checkpoint", "state.json"), state)
+        keep = {state.get("last"), state.get("best")}
+        for name in os.listdir(self.file("checkpoint")):
+            if name.endswith(".keras") and name not in keep:
+                try:
+                    os.unlink(self.file("checkpoint", name))
+                except OSError:
+                    pass
+
+    def save_model(self, model, *names):
+        """``model.save`` to a temporary name, then rename over ``names``."""
+        path = self.file(*names)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+        model.save(tmp)
+        os.replace(tmp, path)
+        return path
+
+    @property
+    def model_path(self):
+        return self.file("model.keras")

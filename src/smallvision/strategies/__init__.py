@@ -1,0 +1,23 @@
+"""Training strategies: one module each, all built the same way and trained by ``train.py``.
+
+A strategy module defines ``NAME``, ``SUMMARY``, ``DEFAULT_EPOCHS``, ``DEFAULT_LEARNING_RATE``
+and ``build(image_size, num_classes, seed, learning_rate) -> compiled keras.Model``.
+"""
+from ..errors import SmallvisionError
+from . import augment, scratch
+
+STRATEGIES = {m.NAME: m for m in (scratch, augment)}
+
+
+def get(name):
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise SmallvisionError(f"unknown strategy {name!r}; expected one of: {', '.join(STRATEGIES)}") from None
+
+
+def compile_classifier(model, num_classes, optimizer):
+    """The chapter's loss and metric for the number of classes."""
+    loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model

@@ -1,0 +1,103 @@
+"""Training shared by every strategy: seeding, fit with per-epoch checkpoints, early stopping,
+resume, and evaluation of the best checkpoint. Strategies only build and compile models."""
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from .data.dataset import ImageBatches
+from .metrics import as_probabilities, classification_metrics
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """After every epoch: history row, last checkpoint, best checkpoint (on val_loss), commit.
+
+    Also early stopping on val_loss (``patience`` epochs without improvement), kept in the
+    committed state so that a resumed run counts on where it stopped.
+    """
+
+    def __init__(self, run, history, state, patience=None, log=None):
+        super().__init__()
+        self.run, self.history, self.state = run, history, state
+        self.patience = patience
+        self.log = log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        done = epoch + 1
+        row = {"epoch": done, "seconds": round(time.perf_counter() - self.t0, 3)}
+        row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
+        self.history.append(row)
+        state = dict(self.state)
+        state["epochs_done"] = done
+        state["last"] = f"last-{done:04d}.keras"
+        self.run.save_model(self.model, "checkpoint", state["last"])
+        val_loss = row.get("val_loss", row.get("loss"))
+        if state.get("best_val_loss") is None or val_loss < state["best_val_loss"]:
+            state.update(best=f"best-{done:04d}.keras", best_epoch=done, best_val_loss=val_loss, wait=0)
+            self.run.save_model(self.model, "checkpoint", state["best"])
+        else:
+            state["wait"] = state.get("wait", 0) + 1
+        if self.patience and state["wait"] >= self.patience:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        self.run.write_history(self.history)
+        self.run.commit_epoch(state)
+        self.state = state
+        if self.log:
+            extra = "  (early stop)" if state.get("stopped_early") else ""
+            self.log(f"epoch {done}: " + "  ".join(f"{k} {row[k]:.4f}" for k in
+                     ("loss", "accuracy", "val_loss", "val_accuracy") if k in row) +
+                     f"  best epoch {state['best_epoch']}{extra}")
+
+
+def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose="auto", log=None):
+    """Fit ``model`` from the committed ``state`` (None: from scratch) up to ``epochs``.
+
+    Returns the final committed state.
+    """
+    state = dict(state or {"epochs_done": 0, "wait": 0})
+    initial = state["epochs_done"]
+    history = run.read_history()[:initial]
+    recorder = RunRecorder(run, history, state, patience=patience, log=log)
+    if initial < epochs and not state.get("stopped_early"):
+        train_ds.set_epoch(initial)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial,
+                  callbacks=[recorder], verbose=verbose)
+    return recorder.state
+
+
+def predict_probabilities(model, images, num_classes, batch_size=32):
+    """``[n, num_classes]`` probabilities of ``model`` on uint8 images (array or cache view)."""
+    if len(images) == 0:
+        return np.zeros((0, num_classes))
+    ds = ImageBatches(images, np.zeros(len(images), dtype=np.int64), num_classes, batch_size=batch_size)
+    return as_probabilities(model.predict(ds, verbose=0), num_classes)
+
+
+def finish(run, state, evaluation_sets, class_names, batch_size=32):
+    """Publish the best checkpoint as ``model.keras`` and evaluate it.
+
+    Args:
+        evaluation_sets: ``{"validation": (images, labels), "test": (images, labels)}``.
+
+    Returns:
+        The metrics dict written to ``metrics.json``.
+    """
+    best = run.file("checkpoint", state["best"])
+    tmp = run.file(".tmp-model.keras")
+    shutil.copyfile(best, tmp)
+    shutil.move(tmp, run.model_path)
+    model = keras.saving.load_model(run.model_path)  # plain Keras, as a user would load it
+    metrics = {"best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
+               "stopped_early": bool(state.get("stopped_early"))}
+    for name, (images, labels) in evaluation_sets.items():
+        if len(labels):
+            probs = predict_probabilities(model, images, len(class_names), batch_size)
+            metrics[name] = classification_metrics(probs, labels, class_names)
+    run.write_metrics(metrics)
+    return metrics

@@ -1,0 +1,71 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cats_vs_dogs_small"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own decode cache and scan memo."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SMALLVISION_CACHE", str(cache))
+    return cache
+
+
+def shape_image(kind, size, rng):
+    """A synthetic photo: a bright disc (kind 0) or a bright bar (kind 1) on noise."""
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = rng.integers(0, 90, size=(h, w, 3)).astype(np.uint8)
+    cy, cx = rng.integers(h // 3, 2 * h // 3, size=2)
+    if kind == 0:
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (h // 5) ** 2
+    else:
+        mask = (abs(yy - cy) < h // 10) & (abs(xx - cx) < w // 3)
+    img[mask] = rng.integers(180, 255, size=3).astype(np.uint8)
+    return img
+
+
+def make_folder(root, classes=("bars", "discs"), per_class=12, size=96, splits=None, fmt="JPEG", seed=0):
+    """Write a small class-folder image set; with ``splits`` ({name: per_class}), the split layout."""
+    rng = np.random.default_rng(seed)
+    root = pathlib.Path(root)
+    layout = [(s, n) for s, n in splits.items()] if splits else [(None, per_class)]
+    k = 0
+    for split, n in layout:
+        for ci, c in enumerate(classes):
+            d = root / split / c if split else root / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                ext = "jpg" if fmt == "JPEG" else fmt.lower()
+                Image.fromarray(shape_image(ci % 2, size, rng)).save(d / f"{c}.{k}.{ext}", fmt)
+                k += 1
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """Two classes, 16 JPEGs each, no split folders."""
+    return make_folder(tmp_path / "tiny", per_class=16)
+
+
+@pytest.fixture
+def shared_subset(tmp_path):
+    """A small chapter-layout subset of the shared dogs-vs-cats photos, as symlinks (nothing copied)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared dogs-vs-cats photos at {SHARED_DATA} (absent here)")
+    root = tmp_path / "cvd"
+    take = {"train": 24, "validation": 8, "test": 8}
+    for split, n in take.items():
+        for c in ("cats", "dogs"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for f in sorted((SHARED_DATA / split / c).iterdir())[:n]:
+                (d / f.name).symlink_to(f)
+    return root
