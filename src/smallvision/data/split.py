@@ -52,8 +52,12 @@ def _stratified(index, positions, fractions, seed):
         by_class[e.label][e.sha256].append(p)
     for label in sorted(by_class):
         groups = [by_class[label][sha] for sha in sorted(by_class[label])]
-        order = rng.permutation(len(groups))
-        cuts = np.round(np.cumsum(fractions)[:-1] * len(groups)).astype(int)
+        n = len(groups)
+        order = rng.permutation(n)
+        # validation and test get their rounded share, and at least one image of every class
+        # when they are asked for and the class has three or more; train gets the rest
+        held = [max(1 if f > 0 and n >= 3 else 0, int(round(f * n))) for f in fractions[1:]]
+        cuts = np.cumsum([n - sum(held)] + held[:-1])
         for k, chunk in enumerate(np.split(order, cuts)):
             for g in chunk:
                 out[k].extend(groups[g])

@@ -1,0 +1,101 @@
+"""predict (API and CLI) and the command line's manners."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smallvision import api, cli
+from smallvision.data.demo import write_digits
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import make_folder
+    root = tmp_path_factory.mktemp("predict")
+    data = make_folder(root / "data", per_class=16)
+    run = api.train(data, "scratch", out=root / "runs", epochs=1, image_size=80, verbose=0, progress=False)
+    return data, run
+
+
+def test_predict_a_folder_with_a_broken_file(trained, tmp_path):
+    data, run = trained
+    new = tmp_path / "new"
+    new.mkdir()
+    for f in sorted((data / "bars").iterdir())[:3]:
+        (new / f.name).write_bytes(f.read_bytes())
+    (new / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (new / "notes.txt").write_text("ignored: not an image name")
+    rows = api.predict(run.path, [new])
+    expected = sorted(f.name for f in (data / "bars").iterdir())[:3] + ["broken.jpg"]
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == sorted(expected)
+    bad = rows[-1]
+    assert bad["class"] is None and bad["error"]
+    for r in rows[:3]:
+        assert r["class"] in ("bars", "discs") and r["error"] is None
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["probability"] == max(r["probabilities"].values())
+
+
+def test_predict_applies_the_training_preprocessing(trained):
+    """Same pixels in, same probabilities out: predict on a file equals the model on its cached decode."""
+    import keras
+    import numpy as np
+    from smallvision.data.decode import DecodeSpec, read_image
+    data, run = trained
+    f = sorted((data / "discs").iterdir())[0]
+    [row] = api.predict(run.path, [f])
+    model = keras.saving.load_model(run.model_path)
+    p = float(model.predict(read_image(f, DecodeSpec(80, 80))[0][None], verbose=0)[0, 0])
+    assert row["probabilities"]["discs"] == pytest.approx(p, abs=1e-5)
+
+
+def test_predict_a_bare_model_file_and_globs(trained):
+    data, run = trained
+    rows = api.predict(run.model_path, [str(data / "bars" / "*.jpg")])
+    assert len(rows) == 16 and rows[0]["class"] in ("bars", "discs")
+
+
+def test_cli_predict_writes_csv_and_json(trained, tmp_path, capsys):
+    data, run = trained
+    out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
+    missing = str(tmp_path / "missing.jpg")
+    assert cli.main(["predict", run.path, str(data / "discs"), missing, "--output", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 17 and rows[-1]["error"].startswith("unreadable")
+    assert set(rows[0]) == {"path", "class", "probability", "p_bars", "p_discs", "error"}
+    assert cli.main(["predict", run.path, str(data / "discs"), "--output", str(out_json)]) == 0
+    assert len(json.loads(out_json.read_text())) == 16
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smallvision: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert cli.main(["predict", str(tmp_path), "x.jpg"]) == 2
+    assert "not a smallvision run folder" in capsys.readouterr().err
+    assert cli.main(["train"]) == 2
+
+
+@pytest.mark.parametrize("verb", ["demo", "scan", "train", "predict", "strategies"])
+def test_every_verb_has_help_with_examples(verb):
+    out = subprocess.run([sys.executable, "-m", "smallvision", verb, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "examples:" in out.stdout and f"smallvision {verb}" in out.stdout
+
+
+def test_cli_scan_reports_and_writes(tmp_path, capsys):
+    from conftest import make_folder
+    data = make_folder(tmp_path / "d", per_class=5)
+    (data / "bars" / "empty.jpg").write_bytes(b"")
+    assert cli.main(["scan", str(data), "--write", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr()
+    assert "10 images in 2 classes (bars, discs), 1 rejected" in out.err
+    assert "rejected bars/empty.jpg: empty file (0 bytes)" in out.err
+    assert "empty file" in (tmp_path / "r" / "rejects.csv").read_text()
+
+
+def test_demo_data_is_the_digits_as_class_folders(tmp_path):
+    folder = write_digits(tmp_path / "digits")
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(d) for d in range(10)]
+    assert sum(1 for _ in folder.glob("*/*.png")) == 1797
