@@ -26,8 +26,11 @@ def write_text_atomic(path, text):
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json_atomic(path, obj, compact=False):
+    """Pretty JSON for people (run files); ``compact`` for large machine-only files (memos)."""
+    text = (json.dumps(obj, separators=(",", ":")) if compact
+            else json.dumps(obj, indent=2, sort_keys=True, default=str))
+    write_text_atomic(path, text + "\n")
 
 
 def read_json(path):

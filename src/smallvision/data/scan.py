@@ -175,7 +175,7 @@ class _Memo:
     def save(self, keep):
         self.data = {k: v for k, v in self.data.items() if k in keep}
         if self.changed:
-            write_json_atomic(self.path, self.data)
+            write_json_atomic(self.path, self.data, compact=True)
 
 
 def _check(abspath, spec, writer):
