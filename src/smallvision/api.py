@@ -374,3 +374,152 @@ def _split_paths(run, split):
 
     with open(run.file("index.csv"), encoding="utf-8", newline="") as f:
         return [r["path"] for r in csv.DictReader(f) if r["split"] == split]
+
+
+# -- explain -------------------------------------------------------------------------------------
+
+def explain_conv(image=None, kernel="laplacian", padding="valid", stride=1, out="conv.png"):
+    """Apply a kernel to an image with the NumPy reference convolution; write input | output.
+
+    Without ``image``, returns the slide's worked example (a kernel centre of -4 over a
+    pixel of 2 gives -8). Returns ``(text summary, PNG path or None)``.
+    """
+    from .explain.conv import load_kernel, output_size, size_formula, worked_example
+    from .explain.maps import conv_picture, load_grey
+
+    if padding not in ("valid", "same"):
+        raise SmallvisionError(f"padding must be valid or same. Received: {padding!r}")
+    _check_positive(stride=stride)
+    if image is None:
+        total, text = worked_example()
+        return ("The slide's worked example: the kernel's centre is laid over the source pixel, which is "
+                "replaced by the weighted sum of itself and its neighbours:\n" + text), None
+    k = load_kernel(kernel)
+    grey = load_grey(image)
+    (h, w), (kh, kw) = grey.shape, k.shape
+    result, (pw, ph) = conv_picture(grey, k, out, stride=stride, padding=padding)
+    rows = "\n".join("    " + " ".join(f"{v:g}" for v in row) for row in k)
+    text = (f"kernel {kernel} ({kh}x{kw}):\n{rows}\n"
+            f"input {h}x{w} (height x width), padding {padding}, stride {stride}\n"
+            f"output {result.shape[0]}x{result.shape[1]}, values {result.min():.4g} .. {result.max():.4g}\n"
+            f"  rows:    {size_formula(h, kh, stride, padding)}\n"
+            f"  columns: {size_formula(w, kw, stride, padding)}\n"
+            f"wrote {out} ({pw}x{ph} pixels: input | output)")
+    assert result.shape[:2] == (output_size(h, kh, stride, padding), output_size(w, kw, stride, padding))
+    return text, out
+
+
+def _model_for(target, image_size=None):
+    """A run folder, a .keras file or a strategy name -> (keras model, description)."""
+    from . import strategies as strategies_mod
+
+    if os.path.exists(target):
+        path, _, spec = _resolve_model(target)
+        return load_model(path), f"{target} ({spec.height}x{spec.width})"
+    if target in strategies_mod.STRATEGIES:
+        size = _spec(image_size or DEFAULT_IMAGE_SIZE, False)
+        return _build(strategies_mod.get(target), size, 2, 0, 1e-3), f"strategy {target} at {size.height}x{size.width}"
+    raise SmallvisionError(f"{target}: not a run folder, a .keras file, or a strategy "
+                           f"({', '.join(strategies_mod.STRATEGIES)})")
+
+
+def explain_model(target, image_size=None):
+    """Layer table (output shape, parameters, receptive field, cumulative stride).
+
+    Returns ``(text, rows)``.
+    """
+    from .explain.anatomy import format_table, last_conv, layer_table
+
+    model, what = _model_for(target, image_size)
+    rows = layer_table(model)
+    conv = last_conv(rows)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    text = (f"{what}: {model.count_params():,} parameters ({trainable:,} trainable)\n" + format_table(rows))
+    if conv:
+        text += f"\nlast conv layer {conv.name} sees {conv.receptive_field}x{conv.receptive_field} input pixels"
+    return text, rows
+
+
+def explain_pooling(image_size=DEFAULT_IMAGE_SIZE, train_data=None, epochs=5, out="runs", progress=True):
+    """The chapter's convnet beside the same net without max-pooling; optionally train both.
+
+    Returns ``(text, facts)`` where facts holds the numbers printed.
+    """
+    from .explain.anatomy import last_conv, layer_table
+
+    facts = {}
+    for name in ("scratch", "nopool"):
+        model, _ = _model_for(name, image_size)
+        rows = layer_table(model)
+        dense = [r for r in rows if r.kind == "Dense"][-1]
+        flat = [r for r in rows if r.kind == "Flatten"][-1]
+        conv = last_conv(rows)
+        facts[name] = dict(params=model.count_params(), dense_params=dense.params, features=flat.output_shape[0],
+                           last_conv_shape=conv.output_shape, receptive_field=conv.receptive_field)
+    a, b = facts["scratch"], facts["nopool"]
+    shape = lambda s: "x".join(map(str, s))
+    lines = [f"{'':<34}{'with max-pooling':>20}{'without':>20}",
+             f"{'parameters':<34}{a['params']:>20,}{b['params']:>20,}",
+             f"{'features into the dense layer':<34}{a['features']:>20,}{b['features']:>20,}",
+             f"{'  (last conv output)':<34}{shape(a['last_conv_shape']):>20}{shape(b['last_conv_shape']):>20}",
+             f"{'dense layer parameters':<34}{a['dense_params']:>20,}{b['dense_params']:>20,}",
+             f"{'receptive field of the last conv':<34}{str(a['receptive_field']) + 'x' + str(a['receptive_field']):>20}"
+             f"{str(b['receptive_field']) + 'x' + str(b['receptive_field']):>20}",
+             f"Without pooling the dense layer has {b['dense_params'] / a['dense_params']:.0f}x the weights, and the "
+             f"last conv layer sees {b['receptive_field']}x{b['receptive_field']} pixels: too little of the image to "
+             "learn what a cat is."]
+    if train_data is not None:
+        for name in ("scratch", "nopool"):
+            run = train(train_data, name, out=out, epochs=epochs, image_size=image_size, progress=progress,
+                        verbose=0)
+            m = run.metrics
+            facts[name].update(run=run.path, validation_accuracy=m["validation"]["accuracy"],
+                               test_accuracy=m.get("test", {}).get("accuracy"))
+        acc = lambda f, k: "-" if f.get(k) is None else f"{f[k]:.4f}"
+        lines += [f"after {epochs} epochs on {train_data}:",
+                  f"{'validation accuracy':<34}{acc(a, 'validation_accuracy'):>20}{acc(b, 'validation_accuracy'):>20}",
+                  f"{'test accuracy':<34}{acc(a, 'test_accuracy'):>20}{acc(b, 'test_accuracy'):>20}"]
+    return "\n".join(lines), facts
+
+
+def _run_image(run_path, image):
+    path, class_names, spec = _resolve_model(os.fspath(run_path))
+    try:
+        pixels, _ = read_image(image, spec)
+    except BadImage as e:
+        raise SmallvisionError(f"{image}: {e}") from None
+    return load_model(path), class_names, pixels
+
+
+def explain_activations(run_path, image, out="activations.png", per_layer=16):
+    """Feature maps of every conv layer for one image, as a PNG grid. Returns ``(text, path)``."""
+    from .explain.maps import activation_grid, activations
+
+    model, _, pixels = _run_image(run_path, image)
+    maps = activations(model, pixels)
+    w, h = activation_grid(maps, out, per_layer=per_layer)
+    lines = [f"{'layer':<10}{'shape':>16}{'zero':>8}{'mean':>10}"]
+    for name, a in maps.items():
+        lines.append(f"{name:<10}{'x'.join(map(str, a.shape)):>16}{(a <= 0).mean():>8.0%}{a.mean():>10.3f}")
+    lines.append(f"wrote {out} ({w}x{h} pixels: per layer, its {per_layer} most active channels)")
+    return "\n".join(lines), out
+
+
+def explain_heatmap(run_path, image, out="heatmap.png", class_name=None):
+    """Grad-CAM: where the model looked for its answer. Returns ``(text, path)``."""
+    from .explain.maps import grad_cam, heatmap_picture
+
+    model, class_names, pixels = _run_image(run_path, image)
+    k = None
+    if class_name is not None:
+        if class_name not in class_names:
+            raise SmallvisionError(f"class {class_name!r} is not one of {class_names}")
+        k = class_names.index(class_name)
+    cam, probs, k = grad_cam(model, pixels, k)
+    w, h = heatmap_picture(pixels, cam, out)
+    r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    best = int(np.argmax(probs))
+    return (f"{image}: predicted {class_names[best]} ({probs[best]:.3f}); heatmap for {class_names[k]}\n"
+            f"strongest evidence at {100 * (r + 0.5) / cam.shape[0]:.0f}% down, "
+            f"{100 * (c + 0.5) / cam.shape[1]:.0f}% across ({cam.shape[0]}x{cam.shape[1]} grid of the last conv layer)\n"
+            f"wrote {out} ({w}x{h} pixels: image | heatmap)"), out

@@ -28,6 +28,29 @@ EXAMPLES = {
   smallvision predict model.keras cat.jpg dog.png --output predictions.json""",
     "strategies": """examples:
   smallvision strategies""",
+    "explain": """examples:
+  smallvision explain conv                                  # the slide's worked example (-8)
+  smallvision explain conv photo.jpg --kernel sobel-x --stride 2
+  smallvision explain model scratch                         # layer table with receptive fields
+  smallvision explain pooling --train data/cats_vs_dogs_small --epochs 5
+  smallvision explain activations runs/<run> photo.jpg
+  smallvision explain heatmap runs/<run> photo.jpg""",
+    "explain conv": """examples:
+  smallvision explain conv                                  # the slide's worked example (-8)
+  smallvision explain conv photo.jpg --kernel laplacian     # named: edge laplacian sharpen blur gaussian sobel-x sobel-y emboss identity
+  smallvision explain conv photo.jpg --kernel my_kernel.txt --padding same --stride 2""",
+    "explain model": """examples:
+  smallvision explain model scratch --image-size 180
+  smallvision explain model runs/20261127-101500-augment
+  smallvision explain model model.keras""",
+    "explain pooling": """examples:
+  smallvision explain pooling
+  smallvision explain pooling --train data/cats_vs_dogs_small --epochs 5""",
+    "explain activations": """examples:
+  smallvision explain activations runs/20261127-101500-augment cat.jpg --out cat-maps.png""",
+    "explain heatmap": """examples:
+  smallvision explain heatmap runs/20261127-101500-augment cat.jpg
+  smallvision explain heatmap runs/20261127-101500-augment cat.jpg --class dogs   # evidence for 'dogs'""",
 }
 
 
@@ -91,6 +114,38 @@ def _parser():
     pr.add_argument("--batch-size", type=int, default=32)
 
     verb("strategies", "list the training strategies")
+
+    ex = verb("explain", "convolution, padding, strides, pooling, receptive fields, feature maps, heatmaps")
+    exs = ex.add_subparsers(dest="what", metavar="<what>")
+
+    def what(name, help_):
+        return exs.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[f"explain {name}"],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    c = what("conv", "apply a kernel to an image with the NumPy reference convolution")
+    c.add_argument("image", nargs="?", help="image file (none: the slide's worked example)")
+    c.add_argument("--kernel", default="laplacian", help="a kernel name or a file (text rows or .npy)")
+    c.add_argument("--padding", choices=["valid", "same"], default="valid")
+    c.add_argument("--stride", type=int, default=1)
+    c.add_argument("--out", default="conv.png")
+    m = what("model", "layer table: output shape, parameters, receptive field, cumulative stride")
+    m.add_argument("target", metavar="RUN_OR_MODEL_OR_STRATEGY")
+    m.add_argument("--image-size", type=_size)
+    po = what("pooling", "the chapter's convnet beside the same net without max-pooling")
+    po.add_argument("--image-size", type=_size, default=(180, 180))
+    po.add_argument("--train", metavar="DATA", help="also train both on DATA and compare accuracy")
+    po.add_argument("--epochs", type=int, default=5)
+    po.add_argument("--out", default="runs", help="parent folder of the two run folders")
+    a = what("activations", "feature maps of every conv layer for one image (PNG grid)")
+    a.add_argument("run", metavar="RUN_OR_MODEL")
+    a.add_argument("image")
+    a.add_argument("--out", default="activations.png")
+    a.add_argument("--per-layer", type=int, default=16)
+    h = what("heatmap", "Grad-CAM: where the model looked for its answer (PNG)")
+    h.add_argument("run", metavar="RUN_OR_MODEL")
+    h.add_argument("image")
+    h.add_argument("--out", default="heatmap.png")
+    h.add_argument("--class", dest="class_name", help="explain this class instead of the predicted one")
     return p
 
 
@@ -144,6 +199,22 @@ def run_verb(args):
                             learning_rate=args.learning_rate, patience=args.patience,
                             class_weight=args.class_weight, split=args.split, verbose=verbose)
         print(api.describe(run))
+        return 0
+    if args.verb == "explain":
+        if args.what == "conv":
+            text, _ = api.explain_conv(args.image, args.kernel, args.padding, args.stride, args.out)
+        elif args.what == "model":
+            text, _ = api.explain_model(args.target, args.image_size)
+        elif args.what == "pooling":
+            text, _ = api.explain_pooling(args.image_size, args.train, args.epochs, args.out)
+        elif args.what == "activations":
+            text, _ = api.explain_activations(args.run, args.image, args.out, args.per_layer)
+        elif args.what == "heatmap":
+            text, _ = api.explain_heatmap(args.run, args.image, args.out, args.class_name)
+        else:
+            raise SmallvisionError("explain what? conv, model, pooling, activations or heatmap "
+                                   "(see smallvision explain --help)")
+        print(text)
         return 0
     if args.verb == "predict":
         rows = api.predict(args.model, args.paths, batch_size=args.batch_size)

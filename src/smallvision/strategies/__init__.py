@@ -4,9 +4,9 @@ A strategy module defines ``NAME``, ``SUMMARY``, ``DEFAULT_EPOCHS``, ``DEFAULT_L
 and ``build(image_size, num_classes, seed, learning_rate) -> compiled keras.Model``.
 """
 from ..errors import SmallvisionError
-from . import augment, scratch
+from . import augment, nopool, scratch
 
-STRATEGIES = {m.NAME: m for m in (scratch, augment)}
+STRATEGIES = {m.NAME: m for m in (scratch, augment, nopool)}
 
 
 def get(name):
