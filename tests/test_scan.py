@@ -126,3 +126,28 @@ def test_changed_file_is_checked_again(tiny_data):
     victim.write_bytes(b"")
     index = scan_mod.scan(tiny_data, spec, progress=False)
     assert dict(index.rejects) == {f"bars/{victim.name}": "empty file (0 bytes)"}
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    root = make_folder(tmp_path / "data", per_class=3, size=64)
+    (root / "bars" / "up").symlink_to(root)  # points back at the data folder
+    (root / "discs" / "self").symlink_to(root / "discs")
+    index = scan_mod.scan(root, progress=False)
+    assert len(index.entries) == 6
+    assert {p for p, _ in index.warnings} == {"bars/up", "discs/self"}
+
+
+def test_file_names_that_are_not_utf8_survive_the_run_files(tmp_path):
+    from smallvision.data.split import make_splits
+    from smallvision.runs import Run
+    root = make_folder(tmp_path / "data", per_class=3, size=64)
+    odd = os.fsencode(root / "bars") + b"/caf\xe9 \xff.jpg"  # Latin-1 bytes, as old cameras wrote them
+    with open(odd, "wb") as f:
+        f.write(jpeg_bytes(seed=9))
+    (root / "discs" / "ünïcode name.jpg").write_bytes(jpeg_bytes(seed=10))
+    index = scan_mod.scan(root, progress=False)
+    assert len(index.entries) == 8
+    run = Run(tmp_path / "report")
+    run.write_data_files(index, make_splits(index, (0.5, 0.25, 0.25)))
+    raw = (tmp_path / "report" / "index.csv").read_bytes()
+    assert b"caf\xe9 \xff.jpg" in raw and "ünïcode name.jpg".encode() in raw

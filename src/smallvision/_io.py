@@ -23,7 +23,8 @@ def write_bytes_atomic(path, data):
 
 
 def write_text_atomic(path, text):
-    write_bytes_atomic(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
+    write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
 def write_json_atomic(path, obj, compact=False):

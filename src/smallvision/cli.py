@@ -234,6 +234,9 @@ def run_verb(args):
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xff
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.verb:

@@ -94,12 +94,27 @@ def _subdirs(folder):
     return sorted(n for n in os.listdir(folder) if _visible(n) and os.path.isdir(os.path.join(folder, n)))
 
 
-def _files_under(folder, rel_prefix):
-    """Every visible file under ``folder``, recursively, sorted, as root-relative paths."""
+def _files_under(folder, rel_prefix, warnings):
+    """Every visible file under ``folder``, recursively, sorted, as root-relative paths.
+
+    Linked folders are followed once: a link back to a folder already being walked (a loop)
+    or already walked is skipped with a warning.
+    """
     out = []
+    top = os.path.realpath(folder)
+    seen = {top}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
         rel = os.path.relpath(dirpath, folder)
+        keep = []
+        for d in sorted(d for d in dirnames if _visible(d)):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen or top.startswith(real + os.sep):  # seen, or an ancestor: a loop
+                where = "/".join([rel_prefix] + ([] if rel == "." else rel.split(os.sep)) + [d])
+                warnings.append((where, "linked folder already scanned (a loop or a second link): skipped"))
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         for n in sorted(filenames):
             if _visible(n):
                 parts = [rel_prefix] + ([] if rel == "." else rel.split(os.sep)) + [n]
@@ -130,7 +145,7 @@ def find_files(root):
                 raise SmallvisionError(f"{root}: two folders name the {split} split ({d} and another)")
             per_split[split] = _subdirs(os.path.join(root, d))
             for c in per_split[split]:
-                files += [(p, c, split) for p in _files_under(os.path.join(root, d, c), f"{d}/{c}")]
+                files += [(p, c, split) for p in _files_under(os.path.join(root, d, c), f"{d}/{c}", warnings)]
         class_names = per_split.get("train", [])
         for split, classes in per_split.items():
             extra = sorted(set(classes) - set(class_names))
@@ -140,7 +155,7 @@ def find_files(root):
     else:
         class_names = top
         for c in class_names:
-            files += [(p, c, None) for p in _files_under(os.path.join(root, c), c)]
+            files += [(p, c, None) for p in _files_under(os.path.join(root, c), c, warnings)]
     if not class_names:
         raise SmallvisionError(f"{root}: no class folders found (expected one sub-folder per class, "
                                "or train/ validation/ test/ each holding one per class)")
