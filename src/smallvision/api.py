@@ -83,7 +83,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
 
     Args:
         data: folder with one sub-folder per class, or train/ validation/ test/ holding them.
-        strategy: a name from :func:`strategies` ("scratch", "augment").
+        strategy: a name from :func:`strategies` ("scratch", "augment", "nopool").
         out: parent folder of the run folders.
         epochs: default: the strategy's (30 for scratch, 100 for augment).
         batch_size: images per batch.
@@ -131,8 +131,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         split=list(fractions), split_origin=prep.splits.origin, class_names=prep.class_names,
         counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
         data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
-        duplicates=len(prep.splits.duplicates), keras_backend=versions()["backend"], versions=versions(),
-        command=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("smallvision") else None)
+        duplicates=len(prep.splits.duplicates), versions=versions())
     run.write_config(config)
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
@@ -244,29 +243,30 @@ def _check_positive(**values):
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def _resolve_model(source):
-    """Run folder or .keras file -> (model path, class names, DecodeSpec)."""
-    import keras
+def open_model(source):
+    """A run folder or a .keras file -> (keras model, class names, DecodeSpec it expects).
 
+    A run folder (or a model file inside one) gives the training's class names and decoding;
+    a bare model file gives its input size and generic class names.
+    """
+    source = os.fspath(source)
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
     if os.path.isdir(source):
         run = Run.open(source)
         if not os.path.isfile(run.model_path):
             raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
-        c = run.config
-        return run.model_path, c["class_names"], DecodeSpec(*c["image_size"], c.get("crop_to_aspect", False))
-    if not os.path.isfile(source):
+        source = run.model_path
+    elif not os.path.isfile(source):
         raise SmallvisionError(f"{source}: no such run folder or model file")
-    if not source.endswith(".keras"):
+    elif not source.endswith(".keras"):
         raise SmallvisionError(f"{source}: expected a run folder or a .keras model file")
-    config = os.path.join(os.path.dirname(os.path.abspath(source)), "config.json")
-    if os.path.isfile(config):
-        r = Run.open(os.path.dirname(os.path.abspath(source))).config
-        return source, r["class_names"], DecodeSpec(*r["image_size"], r.get("crop_to_aspect", False))
     model = load_model(source)
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        c = Run.open(folder).config
+        return model, c["class_names"], DecodeSpec(*c["image_size"], c.get("crop_to_aspect", False))
     _, h, w, _ = model.input_shape
     n = model.output_shape[-1]
-    keras.backend.clear_session()
-    return source, [f"class_{i}" for i in range(2 if n == 1 else n)], DecodeSpec(h, w)
+    return model, [f"class_{i}" for i in range(2 if n == 1 else n)], DecodeSpec(h, w)
 
 
 def load_model(path):
@@ -310,8 +310,7 @@ def predict(source, paths, batch_size=32, chunk=256):
     """
     from .train import predict_probabilities
 
-    model_path, class_names, spec = _resolve_model(os.fspath(source))
-    model = load_model(model_path)
+    model, class_names, spec = open_model(source)
     files = expand_paths(paths)
     if not files:
         raise SmallvisionError(f"no image files found in {', '.join(map(str, paths))}")
@@ -414,8 +413,8 @@ def _model_for(target, image_size=None):
     from . import strategies as strategies_mod
 
     if os.path.exists(target):
-        path, _, spec = _resolve_model(target)
-        return load_model(path), f"{target} ({spec.height}x{spec.width})"
+        model, _, spec = open_model(target)
+        return model, f"{target} ({spec.height}x{spec.width})"
     if target in strategies_mod.STRATEGIES:
         size = _spec(image_size or DEFAULT_IMAGE_SIZE, False)
         return _build(strategies_mod.get(target), size, 2, 0, 1e-3), f"strategy {target} at {size.height}x{size.width}"
@@ -483,12 +482,12 @@ def explain_pooling(image_size=DEFAULT_IMAGE_SIZE, train_data=None, epochs=5, ou
 
 
 def _run_image(run_path, image):
-    path, class_names, spec = _resolve_model(os.fspath(run_path))
+    model, class_names, spec = open_model(run_path)
     try:
         pixels, _ = read_image(image, spec)
     except BadImage as e:
         raise SmallvisionError(f"{image}: {e}") from None
-    return load_model(path), class_names, pixels
+    return model, class_names, pixels
 
 
 def explain_activations(run_path, image, out="activations.png", per_layer=16):
