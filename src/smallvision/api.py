@@ -202,6 +202,13 @@ def _fit_and_finish(run, model, prep, config, state, verbose, progress):
     except KeyboardInterrupt:
         run.set_status(status="interrupted", interrupted=_now())
         raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None
+    except OSError as e:  # disk full, folder removed, ...: the last committed epoch is intact
+        try:
+            run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError:
+            pass
+        raise SmallvisionError(f"{run.path}: cannot write the run folder ({e.strerror or e}); fix that and "
+                               f"continue with: smallvision train --resume {run.path}") from None
     except Exception as e:
         run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -522,3 +529,41 @@ def explain_heatmap(run_path, image, out="heatmap.png", class_name=None):
             f"strongest evidence at {100 * (r + 0.5) / cam.shape[0]:.0f}% down, "
             f"{100 * (c + 0.5) / cam.shape[1]:.0f}% across ({cam.shape[0]}x{cam.shape[1]} grid of the last conv layer)\n"
             f"wrote {out} ({w}x{h} pixels: image | heatmap)"), out
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+DATASETS = ("cats-vs-dogs",)
+
+
+def data_get(dataset="cats-vs-dogs", to="data", source=None, url=None, sha256=None, sizes=None, progress=True):
+    """Download (or read from ``source``) a data set and write it in the chapter's layout.
+
+    Returns the summary of :func:`smallvision.data.fetch.get_cats_vs_dogs`.
+    """
+    from .data import fetch
+
+    if dataset not in DATASETS:
+        raise SmallvisionError(f"unknown data set {dataset!r}; expected one of: {', '.join(DATASETS)}")
+    if sizes is not None:
+        if len(sizes) != 3 or min(sizes) < 1:
+            raise SmallvisionError(f"sizes must be three positive numbers train,validation,test. Received: {sizes}")
+        sizes = tuple(zip(("train", "validation", "test"), (int(n) for n in sizes)))
+    return fetch.get_cats_vs_dogs(to, source=source, url=url or fetch.OFFICIAL_URL, sha256=sha256,
+                                  sizes=sizes or fetch.CHAPTER_SIZES, progress=progress)
+
+
+def data_split(data, to, validation=0.15, test=0.15, seed=0, progress=True):
+    """Split a plain class-folder set into ``to/{train,validation,test}/`` (hard links where possible)."""
+    from .data.tools import split_folder
+    return split_folder(data, to, validation, test, seed, progress)
+
+
+def data_check(data, json_path=None, progress=True):
+    """Check a data folder; returns ``(report dict, text)`` and writes the report as JSON if asked."""
+    from .data.tools import check_folder, format_check, write_check
+
+    report = check_folder(data, progress=progress)
+    if json_path:
+        write_check(report, json_path)
+    return report, format_check(report)

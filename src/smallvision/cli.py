@@ -35,6 +35,22 @@ EXAMPLES = {
   smallvision explain pooling --train data/cats_vs_dogs_small --epochs 5
   smallvision explain activations runs/<run> photo.jpg
   smallvision explain heatmap runs/<run> photo.jpg""",
+    "data": """examples:
+  smallvision data get cats-vs-dogs --to data              # Microsoft's PetImages archive -> the chapter's split
+  smallvision data get cats-vs-dogs --from kagglecatsanddogs_5340.zip --to data
+  smallvision data split photos --to photos-split --val 0.15 --test 0.15 --seed 0
+  smallvision data check photos --json check.json""",
+    "data get": """examples:
+  smallvision data get cats-vs-dogs --to data                              # download (resumes if interrupted)
+  smallvision data get cats-vs-dogs --from ~/Downloads/kagglecatsanddogs_5340.zip
+  smallvision data get cats-vs-dogs --from ~/Downloads/dogs-vs-cats.zip    # Kaggle's zip (holds train.zip)
+  smallvision data get cats-vs-dogs --from PetImages/ --sizes 500,250,500   # a smaller split""",
+    "data split": """examples:
+  smallvision data split photos --to photos-split                 # 70/15/15, seed 0
+  smallvision data split photos --to photos-split --val 0.2 --test 0.2 --seed 3""",
+    "data check": """examples:
+  smallvision data check photos
+  smallvision data check data/cats_vs_dogs_small --json check.json""",
     "explain conv": """examples:
   smallvision explain conv                                  # the slide's worked example (-8)
   smallvision explain conv photo.jpg --kernel laplacian     # named: edge laplacian sharpen blur gaussian sobel-x sobel-y emboss identity
@@ -114,6 +130,31 @@ def _parser():
     pr.add_argument("--batch-size", type=int, default=32)
 
     verb("strategies", "list the training strategies")
+
+    da = verb("data", "get the chapter's data set, split a folder, check a folder")
+    das = da.add_subparsers(dest="what", metavar="<what>")
+
+    def data_verb(name, help_):
+        return das.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[f"data {name}"],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    g = data_verb("get", "download or read a data set, drop broken files, write the chapter's split")
+    g.add_argument("dataset", choices=["cats-vs-dogs"])
+    g.add_argument("--to", default="data", help="parent folder (default: %(default)s)")
+    g.add_argument("--from", dest="source", metavar="FILE_OR_DIR", help="a local archive or extracted folder")
+    g.add_argument("--url", help="download from here instead of the official address")
+    g.add_argument("--sha256", help="expected sha256 of the archive")
+    g.add_argument("--sizes", type=lambda t: [int(v) for v in t.split(",")], metavar="TRAIN,VAL,TEST",
+                   help="photos per class and split (default: 1000,500,1000, the chapter's)")
+    sp = data_verb("split", "stratified, seeded train/validation/test split of a class-folder set")
+    sp.add_argument("data")
+    sp.add_argument("--to", required=True)
+    sp.add_argument("--val", type=float, default=0.15)
+    sp.add_argument("--test", type=float, default=0.15)
+    sp.add_argument("--seed", type=int, default=0)
+    ck = data_verb("check", "counts, rejects and why, duplicates and leakage, tiny images, imbalance")
+    ck.add_argument("data")
+    ck.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
     ex = verb("explain", "convolution, padding, strides, pooling, receptive fields, feature maps, heatmaps")
     exs = ex.add_subparsers(dest="what", metavar="<what>")
@@ -199,6 +240,24 @@ def run_verb(args):
                             learning_rate=args.learning_rate, patience=args.patience,
                             class_weight=args.class_weight, split=args.split, verbose=verbose)
         print(api.describe(run))
+        return 0
+    if args.verb == "data":
+        if args.what == "get":
+            r = api.data_get(args.dataset, args.to, args.source, args.url, args.sha256, args.sizes)
+            print(f"wrote {r['folder']}: " + ", ".join(f"{s} {sum(c.values())}" for s, c in r["counts"].items())
+                  + f"; dropped {len(r['dropped'])} broken photos (see DROPPED.tsv)")
+            for note in r["notes"]:
+                print(f"note: {note}")
+        elif args.what == "split":
+            r = api.data_split(args.data, args.to, args.val, args.test, args.seed)
+            print(f"wrote {r['folder']} ({' and '.join(r['placed_by'])}): "
+                  + ", ".join(f"{s} {n}" for s, n in r["counts"].items()) + f"; {r['rejected']} rejected")
+        elif args.what == "check":
+            report, text = api.data_check(args.data, args.json)
+            print(text)
+            return 0 if report["usable"] else 1
+        else:
+            raise SmallvisionError("data what? get, split or check (see smallvision data --help)")
         return 0
     if args.verb == "explain":
         if args.what == "conv":

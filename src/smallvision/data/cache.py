@@ -144,20 +144,29 @@ class _ShardWriter:
             self.shas.append(sha)
             self._seen.add(sha)
 
-    def close(self, commit=True):
+    def close(self):
+        """Commit the rows written so far; if even that fails (disk full), leave no trace."""
         if self._f is None:
             return
-        self._f.flush()
-        self._f.truncate(len(self.shas) * self.cache.row_bytes)  # drop a row cut short by an error
-        # No fsync: the rename order already protects against a killed process, which is the
-        # failure that matters here, and syncing ~0.5 GB took a fifth of a cold load.
-        self._f.close()
-        self._f = None
-        if not commit:
-            os.unlink(self._tmp)
-            return
-        os.replace(self._tmp, os.path.join(self.cache.dir, self.name + ".u8"))
-        write_json_atomic(os.path.join(self.cache.dir, self.name + ".json"), {"sha256": self.shas}, compact=True)
+        f, self._f = self._f, None
+        try:
+            f.flush()
+            f.truncate(len(self.shas) * self.cache.row_bytes)  # drop a row cut short by an error
+            # No fsync: the rename order already protects against a killed process, which is the
+            # failure that matters here, and syncing ~0.5 GB took a fifth of a cold load.
+            f.close()
+            os.replace(self._tmp, os.path.join(self.cache.dir, self.name + ".u8"))
+            write_json_atomic(os.path.join(self.cache.dir, self.name + ".json"), {"sha256": self.shas},
+                              compact=True)
+        except OSError:
+            for path in (self._tmp, os.path.join(self.cache.dir, self.name + ".u8")):
+                if os.path.exists(path):
+                    os.unlink(path)
+            if not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass
         self.cache.refresh()
 
     def __enter__(self):
@@ -165,4 +174,4 @@ class _ShardWriter:
 
     def __exit__(self, exc_type, exc, tb):
         # Keep what was decoded even when interrupted (Ctrl-C, a later error): the rows are whole.
-        self.close(commit=True)
+        self.close()

@@ -203,9 +203,9 @@ def decode_bytes(data, spec):
             im.load()
             if fmt == "JPEG":  # the draft already reduced by d; box-reduce the rest
                 f = max(1, f // max(1, round(w / im.size[0])))
-            if f > 1:
-                im = im.reduce(f)
             a = _to_rgb(im)
+            if f > 1:  # box filter by an integer factor (Pillow's reduce() refuses palette/16-bit modes)
+                a = cv2.resize(a, (-(-a.shape[1] // f), -(-a.shape[0] // f)), interpolation=cv2.INTER_AREA)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower() or isinstance(e, EOFError):

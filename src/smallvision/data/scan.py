@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 
 from .._io import write_json_atomic
@@ -59,7 +60,7 @@ class Index:
         """sha256 over (path, class, split, content hash) of every accepted file."""
         h = hashlib.sha256()
         for e in sorted(self.entries, key=lambda e: e.path):
-            h.update(f"{e.path}\t{self.class_names[e.label]}\t{e.split}\t{e.sha256}\n".encode())
+            h.update(f"{e.path}\t{self.class_names[e.label]}\t{e.split}\t{e.sha256}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     def counts(self):
@@ -168,7 +169,7 @@ class _Memo:
     """path -> (size, mtime_ns, sha256, verdict), stored per scanned root under the cache root."""
 
     def __init__(self, cache_root, root):
-        key = hashlib.sha1(os.path.realpath(root).encode()).hexdigest()[:16]
+        key = hashlib.sha1(os.fsencode(os.path.realpath(root))).hexdigest()[:16]
         self.path = os.path.join(cache_root, "scan", f"{key}-v{DECODER_VERSION}.json")
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -210,7 +211,7 @@ def _check(abspath, spec, writer):
     return sha, {"format": info.format, "width": info.width, "height": info.height, "notes": info.notes}
 
 
-def scan(root, spec=None, cache_root=None, workers=None, progress=True):
+def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_usable=True):
     """Scan ``root`` and return an :class:`Index`.
 
     Args:
@@ -220,6 +221,7 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True):
         cache_root: where the memo and decode cache live (default: :func:`default_cache_root`).
         workers: decoding threads (default: the number of cores).
         progress: print progress and a summary to stderr.
+        require_usable: raise when a class has no usable image (``data check`` reports it instead).
 
     Raises:
         SmallvisionError: for a missing folder, no or one class, or a class with no usable image.
@@ -238,6 +240,9 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True):
             known[rel] = (None, {"reject": f"unreadable: {e.strerror or e}"})
             continue
         sizes[rel] = st.st_size
+        if not stat.S_ISREG(st.st_mode):  # reading a pipe would block forever
+            known[rel] = (None, {"reject": "not a regular file (a pipe, socket or device)"})
+            continue
         hit = memo.get(rel, st)
         if hit and ("reject" in hit[1] or cache is None or hit[0] in cache):
             known[rel] = hit
@@ -252,7 +257,11 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True):
                 jobs = [(rel, st, pool.submit(_check, abspath, spec or VERIFY_SPEC, writer))
                         for rel, abspath, st in todo]
                 for rel, st, job in jobs:
-                    sha, verdict = job.result()
+                    try:
+                        sha, verdict = job.result()
+                    except OSError as e:  # the cache, not the image: disk full, read-only, ...
+                        raise SmallvisionError(f"{cache.dir if cache is not None else root}: cannot write the "
+                                               f"decode cache ({e.strerror or e})") from None
                     known[rel] = (sha, verdict)
                     if sha is not None:
                         memo.put(rel, st, sha, verdict)
@@ -260,7 +269,10 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True):
         finally:
             if writer is not None:
                 writer.close()
-            memo.save({rel for rel, _, _ in files})
+            try:
+                memo.save({rel for rel, _, _ in files})
+            except OSError:  # the memo only saves time; a full disk must not hide the real error
+                pass
         bar.close()
 
     label_of = {c: i for i, c in enumerate(class_names)}
@@ -278,7 +290,8 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True):
         entries.append(Entry(rel, label_of[cls], split, sha, sizes[rel], verdict["width"], verdict["height"],
                              verdict["format"]))
     index = Index(root, class_names, entries, rejects, warnings, has_splits)
-    _check_classes(index)
+    if require_usable:
+        _check_classes(index)
     if progress:
         import sys
         print(index.summary(), file=sys.stderr)

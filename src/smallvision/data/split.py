@@ -81,6 +81,11 @@ def _duplicates(index, split_of):
     return report
 
 
+def find_duplicates(index):
+    """Identical files in ``index``, by the splits its folders give (or "all")."""
+    return _duplicates(index, {p: e.split or "all" for p, e in enumerate(index.entries)})
+
+
 def make_splits(index, fractions=(0.7, 0.15, 0.15), seed=0):
     """Assign every accepted entry of ``index`` to train, validation or test.
 
