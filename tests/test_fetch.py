@@ -160,3 +160,14 @@ def test_known_archives_are_pinned():
     assert old["bytes"] == 824_894_548 and old["sha256"].startswith("f9553e42")
     assert fetch.OFFICIAL_URL.startswith("https://download.microsoft.com/") and \
         fetch.OFFICIAL_URL.endswith("kagglecatsanddogs_5340.zip")
+
+
+def test_an_interrupted_download_resumes_in_a_later_run(tmp_path):
+    payload = petimages_zip()
+    part = tmp_path / ".download" / "kagglecatsanddogs_test.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(payload[:1000])  # what a killed earlier run left behind
+    with Server(payload) as server:
+        check_result(fetch.get_cats_vs_dogs(tmp_path, url=server.url, sizes=SIZES, progress=False), tmp_path)
+    assert server.requests == ["bytes=1000-"]
+    assert not part.exists()

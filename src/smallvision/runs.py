@@ -151,8 +151,13 @@ class Run:
         path = self.file(*names)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        model.save(tmp)
-        os.replace(tmp, path)
+        try:
+            model.save(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):  # a disk that filled up mid-save leaves no litter behind
+                os.unlink(tmp)
+            raise
         return path
 
     @property
