@@ -352,7 +352,8 @@ def predict(source, paths, batch_size=32, chunk=256):
 
 # -- demo ----------------------------------------------------------------------------------------
 
-def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, image_size=None, progress=True):
+def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, image_size=None, progress=True,
+         verbose="auto"):
     """The main job, offline: write the digits stand-in (unless ``data`` is given), train, predict.
 
     Returns the run.
@@ -367,7 +368,7 @@ def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, ima
         epochs = 6 if epochs is None else epochs
         image_size = image_size or (80, 80)
     run = train(data, strategy, out=os.path.join(out, "runs"), epochs=epochs,
-                image_size=image_size or DEFAULT_IMAGE_SIZE, progress=progress)
+                image_size=image_size or DEFAULT_IMAGE_SIZE, progress=progress, verbose=verbose)
     index = Run.open(run.path)
     test_files = [os.path.join(data, *r.split("/")) for r in _split_paths(index, "test")[:5]]
     for row in predict(run.path, test_files):

@@ -213,9 +213,8 @@ def run_verb(args):
             print(f"{name:<12} {summary}")
         return 0
     if args.verb == "demo":
-        run = api.demo(args.out, data=args.data, strategy=args.strategy, epochs=args.epochs,
-                       image_size=args.image_size)
-        print(api.describe(run))
+        api.demo(args.out, data=args.data, strategy=args.strategy, epochs=args.epochs,
+                 image_size=args.image_size, verbose=1 if sys.stdout.isatty() else 2)
         return 0
     if args.verb == "scan":
         index, splits = api.scan(args.data, args.image_size, args.crop_to_aspect, args.split, args.seed)
