@@ -568,3 +568,11 @@ def data_check(data, json_path=None, progress=True):
     if json_path:
         write_check(report, json_path)
     return report, format_check(report)
+
+
+# -- backbones -----------------------------------------------------------------------------------
+
+def backbones():
+    """Rows (name, native size, preprocessing, weights from, status) of the backbone registry."""
+    from .backbones.registry import table
+    return table()

@@ -28,6 +28,8 @@ EXAMPLES = {
   smallvision predict model.keras cat.jpg dog.png --output predictions.json""",
     "strategies": """examples:
   smallvision strategies""",
+    "backbones": """examples:
+  smallvision backbones          # which pretrained conv bases have their ImageNet weights here""",
     "explain": """examples:
   smallvision explain conv                                  # the slide's worked example (-8)
   smallvision explain conv photo.jpg --kernel sobel-x --stride 2
@@ -130,6 +132,7 @@ def _parser():
     pr.add_argument("--batch-size", type=int, default=32)
 
     verb("strategies", "list the training strategies")
+    verb("backbones", "list the pretrained conv bases and whether their ImageNet weights are here")
 
     da = verb("data", "get the chapter's data set, split a folder, check a folder")
     das = da.add_subparsers(dest="what", metavar="<what>")
@@ -211,6 +214,11 @@ def run_verb(args):
     if args.verb == "strategies":
         for name, summary in api.strategies().items():
             print(f"{name:<12} {summary}")
+        return 0
+    if args.verb == "backbones":
+        print(f"{'name':<20}{'size':>5}  {'input':<7}{'weights from':<42}status")
+        for name, size, pre, source, status in api.backbones():
+            print(f"{name:<20}{size:>5}  {pre:<7}{source:<42}{status}")
         return 0
     if args.verb == "demo":
         api.demo(args.out, data=args.data, strategy=args.strategy, epochs=args.epochs,
