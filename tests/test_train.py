@@ -137,3 +137,13 @@ def test_finished_run_can_train_further(tiny_data, tmp_path):
     more = api.resume(run.path, epochs=3, verbose=0, progress=False)
     assert [r["epoch"] for r in more.read_history()] == [1, 2, 3]
     assert more.config["epochs"] == 3
+
+
+def test_resume_finds_moved_data(tiny_data, tmp_path):
+    run = api.train(tiny_data, "scratch", out=tmp_path / "runs", epochs=1, image_size=80, verbose=0, progress=False)
+    moved = tmp_path / "moved"
+    tiny_data.rename(moved)
+    with pytest.raises(SmallvisionError, match="no such folder"):
+        api.resume(run.path, epochs=2, progress=False)
+    again = api.resume(run.path, epochs=2, verbose=0, progress=False, data=moved)
+    assert len(again.read_history()) == 2 and again.config["data"] == str(moved)

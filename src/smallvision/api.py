@@ -140,8 +140,12 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     return _fit_and_finish(run, model, prep, config, None, verbose, progress)
 
 
-def resume(run_path, epochs=None, verbose="auto", progress=True):
-    """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint."""
+def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
+    """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint.
+
+    ``data`` points at the data folder when it has moved since the run started; its content
+    must be the same (the data-index hash is checked).
+    """
     import keras
 
     from . import strategies as strategies_mod
@@ -152,6 +156,8 @@ def resume(run_path, epochs=None, verbose="auto", progress=True):
         _check_positive(epochs=epochs)
         config["epochs"] = int(epochs)
     state = run.state
+    if data is not None:
+        config["data"] = os.path.abspath(data)
     prep = prepare(config["data"], DecodeSpec(*config["image_size"], config["crop_to_aspect"]),
                    tuple(config["split"]), config["seed"], progress=progress)
     if prep.index.digest() != config["data_index_sha256"]:
@@ -328,7 +334,10 @@ def predict(source, paths, batch_size=32, chunk=256):
         except BadImage as e:
             return None, str(e)
 
+    from .progress import Progress
+
     rows = []
+    bar = Progress("predicting", len(files), enabled=len(files) > chunk)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for start in range(0, len(files), chunk):
             part = files[start:start + chunk]
@@ -347,6 +356,8 @@ def predict(source, paths, batch_size=32, chunk=256):
                 else:
                     rows.append({"path": path, "class": None, "probability": None, "probabilities": None,
                                  "error": decoded[i][1]})
+            bar.update(len(part))
+    bar.close()
     return rows
 
 

@@ -21,7 +21,8 @@ EXAMPLES = {
   smallvision train data/cats_vs_dogs_small --strategy augment --epochs 100 --seed 1
   smallvision train photos --strategy augment --image-size 224 --patience 10 --class-weight balanced
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
-  smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further""",
+  smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further
+  smallvision train moved/photos --resume runs/20261127-101500-augment    # the data folder moved""",
     "predict": """examples:
   smallvision predict runs/20261127-101500-augment new_photos/
   smallvision predict runs/20261127-101500-augment 'shots/*.jpg' --output predictions.csv
@@ -237,8 +238,8 @@ def run_verb(args):
         return 0
     if args.verb == "train":
         verbose = 2 if args.quiet or not sys.stdout.isatty() else 1
-        if args.resume:
-            run = api.resume(args.resume, epochs=args.epochs, verbose=verbose)
+        if args.resume:  # DATA, if given, is where the run's data folder is now
+            run = api.resume(args.resume, epochs=args.epochs, verbose=verbose, data=args.data)
         elif not args.data:
             raise SmallvisionError("train needs a DATA folder (or --resume RUN); see smallvision train --help")
         else:
