@@ -147,3 +147,30 @@ def test_resume_finds_moved_data(tiny_data, tmp_path):
         api.resume(run.path, epochs=2, progress=False)
     again = api.resume(run.path, epochs=2, verbose=0, progress=False, data=moved)
     assert len(again.read_history()) == 2 and again.config["data"] == str(moved)
+
+
+def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
+    run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=2, image_size=64, head="gap",
+                    split="0.5,0.25,0.25", verbose=0, progress=False)
+    check_run_folder(run, 2)
+    assert run.config["options"] == {"head": "gap"} and run.config["image_size"] == [64, 64]
+    # model.keras is base + head: it takes images, opens in plain Keras, and predicts like the run
+    assert plain_keras_load(run.model_path).endswith("(1, 1)")
+    rows = api.predict(run.path, [tiny_data / "bars"])
+    assert len(rows) == 16 and all(r["error"] is None for r in rows)
+    # a second run (other head, other seed) reuses the cached features: no new shard is written
+    shards = lambda: sorted(p.name for p in isolated_cache.glob("features/*/*.u8"))
+    before = shards()
+    assert len(before) == 1
+    again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="flatten",
+                      split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
+    assert again.status["status"] == "finished" and shards() == before
+    import keras
+    assert keras.saving.load_model(again.model_path).count_params() > 4_000_000  # Lite0 inside
+
+
+def test_backbone_options_are_for_pretrained_strategies(tiny_data, tmp_path):
+    with pytest.raises(SmallvisionError, match="--backbone/--head/--weights are for pretrained"):
+        api.train(tiny_data, "scratch", out=tmp_path / "runs", backbone="vgg16", progress=False)
+    with pytest.raises(SmallvisionError, match="head must be one of"):
+        api.train(tiny_data, "features", out=tmp_path / "runs", head="attention", image_size=64, progress=False)

@@ -76,9 +76,9 @@ def strategies():
     return {name: m.SUMMARY for name, m in STRATEGIES.items()}
 
 
-def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=DEFAULT_IMAGE_SIZE,
+def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
           crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
-          split=(0.7, 0.15, 0.15), verbose="auto", progress=True):
+          split=(0.7, 0.15, 0.15), verbose="auto", progress=True, backbone=None, head=None, weights=None):
     """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
 
     Args:
@@ -87,7 +87,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         out: parent folder of the run folders.
         epochs: default: the strategy's (30 for scratch, 100 for augment).
         batch_size: images per batch.
-        image_size: ``(height, width)`` or one int.
+        image_size: ``(height, width)`` or one int; default: 180x180, or the backbone's native size.
         crop_to_aspect: crop the centre to the target aspect instead of squashing.
         seed: seeds the split, shuffling, augmentation and weight initialisation.
         learning_rate: default: the strategy's (RMSprop 1e-3).
@@ -96,6 +96,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         split: train,validation,test fractions when ``data`` has no split folders.
         verbose: Keras' fit verbosity.
         progress: print scan/decode progress and per-epoch lines.
+        backbone, head, weights: for pretrained strategies: a name from ``smallvision backbones``,
+            "flatten" or "gap", and "imagenet" / None / a weights file.
 
     Returns:
         The finished :class:`~smallvision.runs.Run`.
@@ -112,10 +114,16 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     if class_weight not in (None, "none", "balanced"):
         raise SmallvisionError(f"class weight must be 'balanced' or 'none'. Received: {class_weight!r}")
     fractions = parse_fractions(split)
+    options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights)) if v is not None}
+    if options and not hasattr(strat, "inputs"):
+        raise SmallvisionError(f"strategy {strategy} trains from scratch; --backbone/--head/--weights are for "
+                               "pretrained strategies (features)")
+    if image_size is None:
+        image_size = strat.default_image_size(options) if hasattr(strat, "default_image_size") else DEFAULT_IMAGE_SIZE
     spec = _spec(image_size, crop_to_aspect)
+    num_classes = len(_scan_classes(data))
+    model = _build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding
     prep = prepare(data, spec, fractions, seed, progress=progress)
-    num_classes = len(prep.class_names)
-    model = _build(strat, spec, num_classes, seed, learning_rate)  # bad sizes fail before a run folder exists
     weights = balanced_class_weight(prep.labels["train"], num_classes) if class_weight == "balanced" else None
     counts = np.bincount(prep.labels["train"], minlength=num_classes)
     if weights is None and counts.max() > 1.5 * max(counts.min(), 1) and progress:
@@ -131,7 +139,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         split=list(fractions), split_origin=prep.splits.origin, class_names=prep.class_names,
         counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
         data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
-        duplicates=len(prep.splits.duplicates), versions=versions())
+        duplicates=len(prep.splits.duplicates), options=options, versions=versions())
     run.write_config(config)
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
@@ -177,31 +185,40 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
             _log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
         state = None
         model = _build(strategies_mod.get(config["strategy"]), prep.spec, len(prep.class_names),
-                       config["seed"], config["learning_rate"])
+                       config["seed"], config["learning_rate"], config.get("options"))
     run.set_status(status="running", resumed=_now())
     return _fit_and_finish(run, model, prep, config, state, verbose, progress)
 
 
-def _build(strat, spec, num_classes, seed, learning_rate):
+def _scan_classes(data):
+    from .data.scan import find_files
+    return find_files(os.fspath(data))[0]
+
+
+def _build(strat, spec, num_classes, seed, learning_rate, options=None):
     import keras
 
     keras.utils.set_random_seed(seed)
     try:
-        return strat.build((spec.height, spec.width), num_classes, seed, learning_rate)
+        return strat.build((spec.height, spec.width), num_classes, seed, learning_rate, options or {})
     except ValueError as e:
         raise SmallvisionError(f"strategy {strat.NAME}: {e}") from None
 
 
 def _fit_and_finish(run, model, prep, config, state, verbose, progress):
+    from . import strategies as strategies_mod
     from . import train as train_mod
     from .data.dataset import ImageBatches
     from .report.plots import plot_curves
 
+    strat = strategies_mod.get(config["strategy"])
+    options = config.get("options") or {}
+    inputs = strat.inputs(prep, options, progress) if hasattr(strat, "inputs") else prep.images
     n = len(prep.class_names)
     cw = {int(k): v for k, v in config["class_weights"].items()} if config.get("class_weights") else None
-    train_ds = ImageBatches(prep.images["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
+    train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
                             seed=config["seed"], class_weight=cw)
-    val_ds = ImageBatches(prep.images["validation"], prep.labels["validation"], n, config["batch_size"])
+    val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config["batch_size"])
     try:
         state = train_mod.fit(model, run, train_ds, val_ds, config["epochs"], state, config.get("patience"),
                               verbose=verbose, log=_log if progress and verbose == 0 else None)
@@ -220,8 +237,9 @@ def _fit_and_finish(run, model, prep, config, state, verbose, progress):
         raise
     if not state.get("best"):
         raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
-    sets = {name: (prep.images[name], prep.labels[name]) for name in ("validation", "test")}
-    metrics = train_mod.finish(run, state, sets, prep.class_names, config["batch_size"])
+    sets = {name: (inputs[name], prep.labels[name]) for name in ("validation", "test")}
+    export = (lambda m: strat.export(m, config["image_size"], options)) if hasattr(strat, "export") else None
+    train_mod.finish(run, state, sets, prep.class_names, config["batch_size"], export=export)
     plot_curves(run.read_history(), run.file("curves.png"),
                 title=f"{config['strategy']} on {os.path.basename(os.path.normpath(config['data']))}")
     run.set_status(status="finished", finished=_now(), best_epoch=state["best_epoch"],
@@ -379,7 +397,7 @@ def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, ima
         epochs = 6 if epochs is None else epochs
         image_size = image_size or (80, 80)
     run = train(data, strategy, out=os.path.join(out, "runs"), epochs=epochs,
-                image_size=image_size or DEFAULT_IMAGE_SIZE, progress=progress, verbose=verbose)
+                image_size=image_size, progress=progress, verbose=verbose)
     index = Run.open(run.path)
     test_files = [os.path.join(data, *r.split("/")) for r in _split_paths(index, "test")[:5]]
     for row in predict(run.path, test_files):

@@ -20,6 +20,8 @@ EXAMPLES = {
   smallvision train data/cats_vs_dogs_small --strategy scratch          # the chapter, 30 epochs
   smallvision train data/cats_vs_dogs_small --strategy augment --epochs 100 --seed 1
   smallvision train photos --strategy augment --image-size 224 --patience 10 --class-weight balanced
+  smallvision train data/cats_vs_dogs_small --strategy features                    # EfficientNet-Lite0, offline
+  smallvision train data/cats_vs_dogs_small --strategy features --backbone vgg16 --head gap
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
   smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further
   smallvision train moved/photos --resume runs/20261127-101500-augment    # the data folder moved""",
@@ -112,18 +114,22 @@ def _parser():
 
     t = verb("train", "train a strategy on an image folder and write a run folder")
     t.add_argument("data", nargs="?", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    t.add_argument("--strategy", default="scratch", help="scratch or augment (see: smallvision strategies)")
+    t.add_argument("--strategy", default="scratch", help="scratch, augment, features (see: smallvision strategies)")
     t.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoint")
     t.add_argument("--out", default="runs", help="parent folder of run folders (default: %(default)s)")
     t.add_argument("--epochs", type=int, help="default: the strategy's (scratch 30, augment 100)")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--image-size", type=_size, default=(180, 180), help="SIZE or HEIGHT,WIDTH (default: 180)")
+    t.add_argument("--image-size", type=_size, help="SIZE or HEIGHT,WIDTH (default: 180, or the backbone's own size)")
     t.add_argument("--crop-to-aspect", action="store_true", help="crop the centre instead of squashing")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--learning-rate", type=float, help="RMSprop learning rate (default: the strategy's, 1e-3)")
     t.add_argument("--patience", type=int, help="stop after N epochs without a lower val_loss")
     t.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     t.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions without split folders")
+    t.add_argument("--backbone", help="pretrained strategies: a conv base (see: smallvision backbones; "
+                   "default efficientnet_lite0)")
+    t.add_argument("--head", choices=["flatten", "gap"], help="features: the chapter's Flatten head or global pooling")
+    t.add_argument("--weights", help="pretrained strategies: a weights file instead of the ImageNet weights")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
 
     pr = verb("predict", "classify image files with a trained run or .keras model")
@@ -246,7 +252,8 @@ def run_verb(args):
             run = api.train(args.data, args.strategy, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, crop_to_aspect=args.crop_to_aspect, seed=args.seed,
                             learning_rate=args.learning_rate, patience=args.patience,
-                            class_weight=args.class_weight, split=args.split, verbose=verbose)
+                            class_weight=args.class_weight, split=args.split, verbose=verbose,
+                            backbone=args.backbone, head=args.head, weights=args.weights)
         print(api.describe(run))
         return 0
     if args.verb == "data":

@@ -1,5 +1,6 @@
 """Training shared by every strategy: seeding, fit with per-epoch checkpoints, early stopping,
 resume, and evaluation of the best checkpoint. Strategies only build and compile models."""
+import os
 import shutil
 import time
 
@@ -79,20 +80,26 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
     return as_probabilities(model.predict(ds, verbose=0), num_classes)
 
 
-def finish(run, state, evaluation_sets, class_names, batch_size=32):
-    """Publish the best checkpoint as ``model.keras`` and evaluate it.
+def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None):
+    """Evaluate the best checkpoint and publish it as ``model.keras``.
 
     Args:
-        evaluation_sets: ``{"validation": (images, labels), "test": (images, labels)}``.
+        evaluation_sets: ``{"validation": (inputs, labels), "test": (inputs, labels)}``, the
+            inputs being what the model was trained on (images, or cached features).
+        export: optional ``model -> keras.Model`` that turns the trained model into the one
+            saved (e.g. base + head for feature extraction); default: the checkpoint as is.
 
     Returns:
         The metrics dict written to ``metrics.json``.
     """
     best = run.file("checkpoint", state["best"])
-    tmp = run.file(".tmp-model.keras")
-    shutil.copyfile(best, tmp)
-    shutil.move(tmp, run.model_path)
-    model = keras.saving.load_model(run.model_path)  # plain Keras, as a user would load it
+    model = keras.saving.load_model(best)  # plain Keras, as a user would load it
+    if export is None:
+        tmp = run.file(".tmp-model.keras")
+        shutil.copyfile(best, tmp)
+        os.replace(tmp, run.model_path)
+    else:
+        run.save_model(export(model), "model.keras")
     metrics = {"best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
                "stopped_early": bool(state.get("stopped_early"))}
     for name, (images, labels) in evaluation_sets.items():

@@ -1,4 +1,5 @@
-"""The decode cache: uint8 images at one DecodeSpec, memory-mapped, keyed by content sha256.
+"""The decode cache: uint8 images at one DecodeSpec, memory-mapped, keyed by content sha256
+(and :class:`ArrayStore`, the same store for any fixed-shape array, e.g. backbone features).
 
 Layout under the cache root (``$SMALLVISION_CACHE``, else ``$XDG_CACHE_HOME/smallvision``,
 else ``~/.cache/smallvision``)::
@@ -30,14 +31,15 @@ def default_cache_root():
     return os.path.join(base, "smallvision")
 
 
-class DecodeCache:
-    """All images cached at one :class:`~smallvision.data.decode.DecodeSpec`."""
+class ArrayStore:
+    """Fixed-shape arrays keyed by the sha256 of the image they come from, in memory-mapped
+    shards under ``folder`` (see the module docstring for the layout and its safety)."""
 
-    def __init__(self, spec, root=None):
-        self.spec = spec
-        self.root = root or default_cache_root()
-        self.dir = os.path.join(self.root, "images", spec.key)
-        self.row_bytes = int(np.prod(spec.shape))
+    def __init__(self, folder, row_shape, dtype=np.uint8):
+        self.dir = folder
+        self.row_shape = tuple(int(v) for v in row_shape)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
         self._lock = threading.Lock()
         self._where = {}  # sha256 -> (shard name, row)
         self._maps = {}
@@ -79,7 +81,7 @@ class DecodeCache:
                 if m is None:
                     path = os.path.join(self.dir, shard + ".u8")
                     n = os.path.getsize(path) // self.row_bytes
-                    m = np.memmap(path, dtype=np.uint8, mode="r", shape=(n,) + self.spec.shape)
+                    m = np.memmap(path, dtype=self.dtype, mode="r", shape=(n,) + self.row_shape)
                     self._maps[shard] = m
         return m
 
@@ -87,8 +89,17 @@ class DecodeCache:
         """A read-only view of the given images, in the given order."""
         missing = [s for s in shas if s not in self._where]
         if missing:
-            raise KeyError(f"{len(missing)} images are not in the decode cache {self.dir}")
+            raise KeyError(f"{len(missing)} images are not in the cache {self.dir}")
         return CachedImages(self, [self._where[s] for s in shas])
+
+
+class DecodeCache(ArrayStore):
+    """All images decoded at one :class:`~smallvision.data.decode.DecodeSpec` (uint8 H x W x 3)."""
+
+    def __init__(self, spec, root=None):
+        self.spec = spec
+        self.root = root or default_cache_root()
+        super().__init__(os.path.join(self.root, "images", spec.key), spec.shape, np.uint8)
 
 
 class CachedImages:
@@ -101,7 +112,7 @@ class CachedImages:
         pos = {s: i for i, s in enumerate(shards)}
         self.shard = np.array([pos[s] for s, _ in locations], dtype=np.int32)
         self.row = np.array([r for _, r in locations], dtype=np.int64)
-        self.shape = (len(locations),) + cache.spec.shape
+        self.shape = (len(locations),) + cache.row_shape
 
     def __len__(self):
         return self.shape[0]
@@ -110,7 +121,7 @@ class CachedImages:
         indices = np.asarray(indices)
         if len(self._maps) == 1:
             return np.asarray(self._maps[0][self.row[indices]])
-        out = np.empty((len(indices),) + self.shape[1:], dtype=np.uint8)
+        out = np.empty((len(indices),) + self.shape[1:], dtype=self.cache.dtype)
         for j, i in enumerate(indices):
             out[j] = self._maps[self.shard[i]][self.row[i]]
         return out
@@ -131,8 +142,8 @@ class _ShardWriter:
         self._lock = threading.Lock()
 
     def put(self, sha, array):
-        if array.shape != self.cache.spec.shape or array.dtype != np.uint8:
-            raise ValueError(f"expected uint8 {self.cache.spec.shape}, received {array.dtype} {array.shape}")
+        if array.shape != self.cache.row_shape or array.dtype != self.cache.dtype:
+            raise ValueError(f"expected {self.cache.dtype} {self.cache.row_shape}, received {array.dtype} {array.shape}")
         with self._lock:
             if sha in self._seen or sha in self.cache:
                 return

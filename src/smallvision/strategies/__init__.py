@@ -1,12 +1,18 @@
 """Training strategies: one module each, all built the same way and trained by ``train.py``.
 
 A strategy module defines ``NAME``, ``SUMMARY``, ``DEFAULT_EPOCHS``, ``DEFAULT_LEARNING_RATE``
-and ``build(image_size, num_classes, seed, learning_rate) -> compiled keras.Model``.
+and ``build(image_size, num_classes, seed, learning_rate, options) -> compiled keras.Model``.
+It may also define what it trains on and what it saves (defaults: the cached images, and the
+trained model itself):
+
+    inputs(prep, options, progress) -> {split: array-like}    e.g. cached backbone features
+    export(model, image_size, options) -> keras.Model         the model saved as model.keras
+    default_image_size(options) -> (height, width)            default: 180 x 180
 """
 from ..errors import SmallvisionError
-from . import augment, nopool, scratch
+from . import augment, features, nopool, scratch
 
-STRATEGIES = {m.NAME: m for m in (scratch, augment, nopool)}
+STRATEGIES = {m.NAME: m for m in (scratch, augment, features, nopool)}
 
 
 def get(name):

@@ -11,7 +11,7 @@ DEFAULT_EPOCHS = 100
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-def build(image_size, num_classes, seed, learning_rate):
+def build(image_size, num_classes, seed, learning_rate, options=None):
     from . import compile_classifier
     model = chapter_convnet(image_size, num_classes, augmentation=chapter_augmentation(seed), dropout=0.5)
     return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

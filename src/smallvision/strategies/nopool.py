@@ -13,7 +13,7 @@ DEFAULT_EPOCHS = 30
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-def build(image_size, num_classes, seed, learning_rate):
+def build(image_size, num_classes, seed, learning_rate, options=None):
     from . import compile_classifier
     model = chapter_convnet(image_size, num_classes, pooling=False, name="chapter_convnet_no_pooling")
     return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

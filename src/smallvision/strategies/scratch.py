@@ -9,7 +9,7 @@ DEFAULT_EPOCHS = 30
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-def build(image_size, num_classes, seed, learning_rate):
+def build(image_size, num_classes, seed, learning_rate, options=None):
     from . import compile_classifier
     model = chapter_convnet(image_size, num_classes)
     return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

@@ -1,0 +1,110 @@
+"""``features``: the chapter's feature extraction, method 1 — run the frozen pretrained conv
+base once over every image, keep the features, train a small dense classifier on them.
+
+Fast, no augmentation (2nd ed., VGG16: about 97 %). Features are cached per image content
+under the cache root (``features/<backbone>-<weights>-<decode>/``, float16), so a second
+run, another seed or another head starts instantly. The saved ``model.keras`` is the whole
+thing — frozen base and trained head — so it classifies images like any other run's model.
+"""
+import hashlib
+import os
+
+import keras
+import numpy as np
+from keras import layers
+
+from ..models.convnet import classifier_output
+
+NAME = "features"
+SUMMARY = "pretrained conv base run once, cached features, dense classifier (RMSprop, 20 epochs)"
+DEFAULT_EPOCHS = 20
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_BACKBONE = "efficientnet_lite0"
+HEADS = ("flatten", "gap")
+
+
+def _options(options):
+    o = dict(options or {})
+    o.setdefault("backbone", DEFAULT_BACKBONE)
+    o.setdefault("head", "flatten")
+    o.setdefault("weights", "imagenet")
+    return o
+
+
+def default_image_size(options):
+    from ..backbones.registry import get
+    size = get(_options(options)["backbone"]).native_size
+    return (size, size)
+
+
+def _base(image_size, options, weights=True):
+    from ..backbones.registry import create
+    o = _options(options)
+    base = create(o["backbone"], tuple(image_size), weights=o["weights"] if weights else None)
+    base.trainable = False
+    return base
+
+
+def build(image_size, num_classes, seed, learning_rate, options=None):
+    """The head alone, on the base's feature maps (the chapter: Flatten, Dense 256, Dropout 0.5)."""
+    from . import compile_classifier
+    o = _options(options)
+    if o["head"] not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}. Received: head={o['head']!r}")
+    shape = _base(image_size, o, weights=False).output_shape[1:]
+    inputs = keras.Input(shape=shape, name="features")
+    x = layers.Flatten(name="flatten")(inputs) if o["head"] == "flatten" else \
+        layers.GlobalAveragePooling2D(name="avg_pool")(inputs)
+    x = layers.Dense(256, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    model = keras.Model(inputs, classifier_output(x, num_classes), name=f"{o['backbone']}_{o['head']}_head")
+    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+
+
+def _weights_tag(weights):
+    if weights in (None, "imagenet"):
+        return str(weights).lower()
+    with open(weights, "rb") as f:
+        return "file-" + hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def inputs(prep, options, progress=True, cache_root=None):
+    """{split: cached features} for every split, extracting only what the cache lacks."""
+    from ..data.cache import ArrayStore, default_cache_root
+    from ..data.dataset import ImageBatches
+    from ..progress import Progress
+
+    o = _options(options)
+    size = (prep.spec.height, prep.spec.width)
+    base = _base(size, o)
+    folder = os.path.join(cache_root or default_cache_root(), "features",
+                          f"{o['backbone']}-{_weights_tag(o['weights'])}-{prep.spec.key}")
+    store = ArrayStore(folder, base.output_shape[1:], np.float16)
+    shas = {name: [prep.index.entries[p].sha256 for p in positions] for name, positions in prep.splits.items()}
+    todo = {}
+    for name in shas:  # each missing image once, whatever split it is in
+        for i, sha in enumerate(shas[name]):
+            if sha not in store and sha not in todo:
+                todo[sha] = (name, i)
+    if todo:
+        keys = list(todo)
+        bar = Progress(f"extracting {o['backbone']} features", len(keys), enabled=progress)
+        with store.writer() as writer:
+            for start in range(0, len(keys), 256):
+                chunk = keys[start:start + 256]
+                images = np.stack([prep.images[todo[k][0]][todo[k][1]] for k in chunk])
+                feats = base.predict(ImageBatches(images, np.zeros(len(chunk), np.int64), 2, 32), verbose=0)
+                for k, f in zip(chunk, np.asarray(feats, dtype=np.float16)):
+                    writer.put(k, f)
+                bar.update(len(chunk))
+        bar.close()
+        store.refresh()
+    return {name: store.images(s) for name, s in shas.items()}
+
+
+def export(head, image_size, options):
+    """Frozen base + trained head: one model from uint8 images to probabilities."""
+    o = _options(options)
+    base = _base(image_size, o)
+    images = keras.Input(shape=tuple(image_size) + (3,), name="image")
+    return keras.Model(images, head(base(images, training=False)), name=f"features_{o['backbone']}")
