@@ -42,5 +42,5 @@ def test_no_pooling_variant_explodes_the_dense_layer():
 
 
 def test_unknown_strategy():
-    with pytest.raises(SmallvisionError, match="expected one of: scratch, augment, nopool"):
+    with pytest.raises(SmallvisionError, match="expected one of: scratch, augment, features, nopool"):
         strategies.get("transformer")
