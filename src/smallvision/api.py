@@ -213,13 +213,13 @@ def _fit_and_finish(run, model, prep, config, state, verbose, progress):
 
     strat = strategies_mod.get(config["strategy"])
     options = config.get("options") or {}
-    inputs = strat.inputs(prep, options, progress) if hasattr(strat, "inputs") else prep.images
     n = len(prep.class_names)
     cw = {int(k): v for k, v in config["class_weights"].items()} if config.get("class_weights") else None
-    train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
-                            seed=config["seed"], class_weight=cw)
-    val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config["batch_size"])
     try:
+        inputs = strat.inputs(prep, options, progress) if hasattr(strat, "inputs") else prep.images
+        train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
+                                seed=config["seed"], class_weight=cw)
+        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config["batch_size"])
         state = train_mod.fit(model, run, train_ds, val_ds, config["epochs"], state, config.get("patience"),
                               verbose=verbose, log=_log if progress and verbose == 0 else None)
     except KeyboardInterrupt:
