@@ -93,9 +93,10 @@ def _parser():
     p.add_argument("--version", action="version", version=f"smallvision {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="<verb>")
 
-    def verb(name, help_):
-        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    def verb(name, help_, parent=None, prefix=""):
+        """A sub-command with its examples from EXAMPLES (``prefix`` for the data/explain sub-verbs)."""
+        return (parent or sub).add_parser(name, help=help_, description=help_, epilog=EXAMPLES[prefix + name],
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
     d = verb("demo", "the main job, offline: write a stand-in image folder, train, evaluate, predict")
     d.add_argument("--data", help="use this image folder instead of the digits stand-in")
@@ -145,8 +146,7 @@ def _parser():
     das = da.add_subparsers(dest="what", metavar="<what>")
 
     def data_verb(name, help_):
-        return das.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[f"data {name}"],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return verb(name, help_, das, "data ")
 
     g = data_verb("get", "download or read a data set, drop broken files, write the chapter's split")
     g.add_argument("dataset", choices=["cats-vs-dogs"])
@@ -170,8 +170,7 @@ def _parser():
     exs = ex.add_subparsers(dest="what", metavar="<what>")
 
     def what(name, help_):
-        return exs.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[f"explain {name}"],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return verb(name, help_, exs, "explain ")
 
     c = what("conv", "apply a kernel to an image with the NumPy reference convolution")
     c.add_argument("image", nargs="?", help="image file (none: the slide's worked example)")
