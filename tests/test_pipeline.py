@@ -127,3 +127,13 @@ def test_class_weights_become_sample_weights():
     ds = ImageBatches(np.zeros((40, 8, 8, 3), np.uint8), labels, 2, batch_size=40, class_weight=w)
     x, y, sw = ds[0]
     assert sw[0] == pytest.approx(40 / 60) and sw[-1] == pytest.approx(2.0)
+
+
+def test_run_and_cache_files_follow_the_umask(tmp_path):
+    from smallvision._io import write_json_atomic
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "x.json").st_mode & 0o777) == 0o644

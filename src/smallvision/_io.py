@@ -1,7 +1,7 @@
 """Small file helpers shared by the cache and the run folder: every write is atomic."""
 import json
 import os
-import tempfile
+import uuid
 
 
 def write_bytes_atomic(path, data):
@@ -9,7 +9,9 @@ def write_bytes_atomic(path, data):
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    # os.open with 0o666 honours the umask (mkstemp would make every run file private, 0600)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
