@@ -28,9 +28,9 @@ class Prepared:
 
 def prepare(data, spec, fractions=(0.7, 0.15, 0.15), seed=0, cache_root=None, progress=True):
     """Scan ``data`` (decoding into the cache at ``spec``), split it, and view each split."""
-    index = scan_folder(data, spec, cache_root=cache_root, progress=progress)
+    cache = DecodeCache(spec, cache_root)  # one store, filled by the scan and viewed below
+    index = scan_folder(data, spec, cache_root=cache_root, progress=progress, cache=cache)
     splits = make_splits(index, fractions, seed)
-    cache = DecodeCache(spec, cache_root)
     images, labels = {}, {}
     for name, positions in splits.items():
         entries = [index.entries[p] for p in positions]

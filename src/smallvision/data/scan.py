@@ -211,7 +211,7 @@ def _check(abspath, spec, writer):
     return sha, {"format": info.format, "width": info.width, "height": info.height, "notes": info.notes}
 
 
-def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_usable=True):
+def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_usable=True, cache=None):
     """Scan ``root`` and return an :class:`Index`.
 
     Args:
@@ -222,6 +222,7 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_
         workers: decoding threads (default: the number of cores).
         progress: print progress and a summary to stderr.
         require_usable: raise when a class has no usable image (``data check`` reports it instead).
+        cache: an open :class:`DecodeCache` for ``spec`` to fill (default: opened here).
 
     Raises:
         SmallvisionError: for a missing folder, no or one class, or a class with no usable image.
@@ -230,7 +231,8 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_
     cache_root = cache_root or default_cache_root()
     class_names, has_splits, files, warnings = find_files(root)
     memo = _Memo(cache_root, root)
-    cache = DecodeCache(spec, cache_root) if spec is not None else None
+    if cache is None and spec is not None:
+        cache = DecodeCache(spec, cache_root)
     known, sizes, todo = {}, {}, []
     for rel, _, _ in files:
         abspath = os.path.join(root, *rel.split("/"))
