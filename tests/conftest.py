@@ -19,7 +19,7 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 def shape_image(kind, size, rng):
-    """A synthetic photo: a bright disc (kind 0) or a bright bar (kind 1) on noise."""
+    """A synthetic photo: a bright disc (kind 0) or a bright bar (kind 1) on noise (make_folder: bars, discs)."""
     h = w = size
     yy, xx = np.mgrid[0:h, 0:w]
     img = rng.integers(0, 90, size=(h, w, 3)).astype(np.uint8)
@@ -44,7 +44,7 @@ def make_folder(root, classes=("bars", "discs"), per_class=12, size=96, splits=N
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 ext = "jpg" if fmt == "JPEG" else fmt.lower()
-                Image.fromarray(shape_image(ci % 2, size, rng)).save(d / f"{c}.{k}.{ext}", fmt)
+                Image.fromarray(shape_image((ci + 1) % 2, size, rng)).save(d / f"{c}.{k}.{ext}", fmt)
                 k += 1
     return root
 

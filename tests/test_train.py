@@ -170,7 +170,7 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
 
 
 def test_backbone_options_are_for_pretrained_strategies(tiny_data, tmp_path):
-    with pytest.raises(SmallvisionError, match="--backbone/--head/--weights are for pretrained"):
+    with pytest.raises(SmallvisionError, match="takes no --backbone"):
         api.train(tiny_data, "scratch", out=tmp_path / "runs", backbone="vgg16", progress=False)
     with pytest.raises(SmallvisionError, match="head must be one of"):
         api.train(tiny_data, "features", out=tmp_path / "runs", head="attention", image_size=64, progress=False)

@@ -10,6 +10,7 @@ import glob
 import os
 import platform
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -78,7 +79,8 @@ def strategies():
 
 def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
           crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
-          split=(0.7, 0.15, 0.15), verbose="auto", progress=True, backbone=None, head=None, weights=None):
+          split=(0.7, 0.15, 0.15), verbose="auto", progress=True, backbone=None, head=None, weights=None,
+          start=None, head_epochs=None, run_dir=None):
     """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
 
     Args:
@@ -98,6 +100,9 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         progress: print scan/decode progress and per-epoch lines.
         backbone, head, weights: for pretrained strategies: a name from ``smallvision backbones``,
             "flatten" or "gap", and "imagenet" / None / a weights file.
+        start, head_epochs: for finetune: a features-augment run (folder or model.keras) to
+            fine-tune, or else how many epochs to train the head first (default 50).
+        run_dir: the run folder itself (instead of a new timestamped one under ``out``).
 
     Returns:
         The finished :class:`~smallvision.runs.Run`.
@@ -114,15 +119,29 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     if class_weight not in (None, "none", "balanced"):
         raise SmallvisionError(f"class weight must be 'balanced' or 'none'. Received: {class_weight!r}")
     fractions = parse_fractions(split)
-    options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights)) if v is not None}
-    if options and not hasattr(strat, "inputs"):
-        raise SmallvisionError(f"strategy {strategy} trains from scratch; --backbone/--head/--weights are for "
-                               "pretrained strategies (features)")
-    if image_size is None:
-        image_size = strat.default_image_size(options) if hasattr(strat, "default_image_size") else DEFAULT_IMAGE_SIZE
+    if start is not None:
+        start = os.path.abspath(start)
+    if head_epochs is not None:
+        _check_positive(head_epochs=head_epochs)
+    options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights), ("start", start),
+                                 ("head_epochs", head_epochs)) if v is not None}
+    unknown = [k for k in options if k not in getattr(strat, "OPTIONS", ())]
+    if unknown:
+        users = [n for n, m in strategies_mod.STRATEGIES.items() if unknown[0] in getattr(m, "OPTIONS", ())]
+        raise SmallvisionError(f"strategy {strategy} takes no --{unknown[0].replace('_', '-')} "
+                               f"(it is for: {', '.join(users)})")
+    class_names = _scan_classes(data)
+    try:
+        if hasattr(strat, "validate"):
+            strat.validate(options, class_names)
+        if image_size is None:
+            image_size = strat.default_image_size(options) if hasattr(strat, "default_image_size") else DEFAULT_IMAGE_SIZE
+    except ValueError as e:
+        raise SmallvisionError(f"strategy {strat.NAME}: {e}") from None
     spec = _spec(image_size, crop_to_aspect)
-    num_classes = len(_scan_classes(data))
+    num_classes = len(class_names)
     model = _build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding
+    t0 = time.perf_counter()
     prep = prepare(data, spec, fractions, seed, progress=progress)
     weights = balanced_class_weight(prep.labels["train"], num_classes) if class_weight == "balanced" else None
     counts = np.bincount(prep.labels["train"], minlength=num_classes)
@@ -130,7 +149,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         _log(f"note: train classes are imbalanced ({dict(zip(prep.class_names, counts.tolist()))}); "
              "consider --class-weight balanced")
 
-    run = Run.create(out, strategy)
+    run = Run.create_at(run_dir) if run_dir else Run.create(out, strategy)
     config = dict(
         strategy=strategy, data=os.path.abspath(data), image_size=[spec.height, spec.width],
         crop_to_aspect=spec.crop_to_aspect, decode=spec.key, epochs=epochs, batch_size=int(batch_size),
@@ -145,7 +164,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     run.set_status(status="running", started=_now())
     if progress:
         _log(f"run folder: {run.path}")
-    return _fit_and_finish(run, model, prep, config, None, verbose, progress)
+    return _fit_and_finish(run, model, prep, config, None, verbose, progress, t0)
 
 
 def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
@@ -158,6 +177,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
 
     from . import strategies as strategies_mod
 
+    t0 = time.perf_counter()
     run = Run.open(run_path)
     config = run.config
     if epochs is not None:
@@ -187,7 +207,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
         model = _build(strategies_mod.get(config["strategy"]), prep.spec, len(prep.class_names),
                        config["seed"], config["learning_rate"], config.get("options"))
     run.set_status(status="running", resumed=_now())
-    return _fit_and_finish(run, model, prep, config, state, verbose, progress)
+    return _fit_and_finish(run, model, prep, config, state, verbose, progress, t0)
 
 
 def _scan_classes(data):
@@ -205,7 +225,10 @@ def _build(strat, spec, num_classes, seed, learning_rate, options=None):
         raise SmallvisionError(f"strategy {strat.NAME}: {e}") from None
 
 
-def _fit_and_finish(run, model, prep, config, state, verbose, progress):
+def _fit_and_finish(run, model, prep, config, state, verbose, progress, t0):
+    """Train through the strategy's stages, then evaluate and publish; ``t0``: when this
+    process began on the run (wall time adds up across resumes in run.json)."""
+    before = run.status.get("wall_seconds", 0)
     from . import strategies as strategies_mod
     from . import train as train_mod
     from .data.dataset import ImageBatches
@@ -215,15 +238,29 @@ def _fit_and_finish(run, model, prep, config, state, verbose, progress):
     options = config.get("options") or {}
     n = len(prep.class_names)
     cw = {int(k): v for k, v in config["class_weights"].items()} if config.get("class_weights") else None
+    stages = strat.stages(config) if hasattr(strat, "stages") else [("train", config["epochs"], None)]
     try:
         inputs = strat.inputs(prep, options, progress) if hasattr(strat, "inputs") else prep.images
         train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config["batch_size"], shuffle=True,
                                 seed=config["seed"], class_weight=cw)
         val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config["batch_size"])
-        state = train_mod.fit(model, run, train_ds, val_ds, config["epochs"], state, config.get("patience"),
-                              verbose=verbose, log=_log if progress and verbose == 0 else None)
+        for k, (name, epochs, enter) in enumerate(stages):
+            state = dict(state or {"epochs_done": 0, "wait": 0})
+            if state.get("stage", -1) < k:  # the last checkpoint holds the previous stage's model
+                if enter is not None:
+                    model = enter(model)
+                start = 0 if k == 0 else state["epochs_done"]
+                if k:  # early stopping and patience count per stage
+                    state.update(stopped_early=False, wait=0)
+                state.update(stage=k, stage_start=start, stages=dict(state.get("stages") or {}, **{name: start + 1}))
+                if progress and len(stages) > 1:
+                    _log(f"stage {k + 1} of {len(stages)}: {name}, epochs {start + 1}-{start + epochs}")
+            elif k < state["stage"]:
+                continue
+            state = train_mod.fit(model, run, train_ds, val_ds, state["stage_start"] + epochs, state,
+                                  config.get("patience"), verbose=verbose, log=_log if progress and verbose == 0 else None)
     except KeyboardInterrupt:
-        run.set_status(status="interrupted", interrupted=_now())
+        run.set_status(status="interrupted", interrupted=_now(), wall_seconds=_wall(before, t0))
         raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None
     except OSError as e:  # disk full, folder removed, ...: the last committed epoch is intact
         try:
@@ -237,16 +274,23 @@ def _fit_and_finish(run, model, prep, config, state, verbose, progress):
         raise
     if not state.get("best"):
         raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
-    sets = {name: (inputs[name], prep.labels[name]) for name in ("validation", "test")}
+    sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
     export = (lambda m: strat.export(m, config["image_size"], options)) if hasattr(strat, "export") else None
     train_mod.finish(run, state, sets, prep.class_names, config["batch_size"], export=export)
     plot_curves(run.read_history(), run.file("curves.png"),
-                title=f"{config['strategy']} on {os.path.basename(os.path.normpath(config['data']))}")
+                title=f"{config['strategy']} on {os.path.basename(os.path.normpath(config['data']))}",
+                stages=state.get("stages"))
     run.set_status(status="finished", finished=_now(), best_epoch=state["best_epoch"],
-                   epochs_done=state["epochs_done"])
+                   epochs_done=state["epochs_done"], wall_seconds=_wall(before, t0))
     if progress:
         _log(describe(run))
     return run
+
+
+def _wall(before, t0):
+    """Seconds spent on a run so far: earlier processes' share plus this one's (a process
+    killed with -9 never says how long it ran, so its share is missing)."""
+    return round(before + time.perf_counter() - t0, 1)
 
 
 def describe(run):
@@ -605,3 +649,4 @@ def backbones():
     """Rows (name, native size, preprocessing, weights from, status) of the backbone registry."""
     from .backbones.registry import table
     return table()
+

@@ -22,6 +22,9 @@ EXAMPLES = {
   smallvision train photos --strategy augment --image-size 224 --patience 10 --class-weight balanced
   smallvision train data/cats_vs_dogs_small --strategy features                    # EfficientNet-Lite0, offline
   smallvision train data/cats_vs_dogs_small --strategy features --backbone vgg16 --head gap
+  smallvision train data/cats_vs_dogs_small --strategy features-augment --epochs 50
+  smallvision train data/cats_vs_dogs_small --strategy finetune --from runs/20261127-120000-features-augment
+  smallvision train data/cats_vs_dogs_small --strategy finetune --head-epochs 20   # head, then fine-tuning
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
   smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further
   smallvision train moved/photos --resume runs/20261127-101500-augment    # the data folder moved""",
@@ -115,10 +118,12 @@ def _parser():
 
     t = verb("train", "train a strategy on an image folder and write a run folder")
     t.add_argument("data", nargs="?", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    t.add_argument("--strategy", default="scratch", help="scratch, augment, features (see: smallvision strategies)")
+    t.add_argument("--strategy", default="scratch", help="scratch, augment, features, features-augment, finetune "
+                   "(see: smallvision strategies)")
     t.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoint")
     t.add_argument("--out", default="runs", help="parent folder of run folders (default: %(default)s)")
-    t.add_argument("--epochs", type=int, help="default: the strategy's (scratch 30, augment 100)")
+    t.add_argument("--epochs", type=int, help="default: the strategy's (scratch 30, augment 100, features 20, "
+                   "features-augment 50, finetune 30)")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--image-size", type=_size, help="SIZE or HEIGHT,WIDTH (default: 180, or the backbone's own size)")
     t.add_argument("--crop-to-aspect", action="store_true", help="crop the centre instead of squashing")
@@ -129,8 +134,13 @@ def _parser():
     t.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions without split folders")
     t.add_argument("--backbone", help="pretrained strategies: a conv base (see: smallvision backbones; "
                    "default efficientnet_lite0)")
-    t.add_argument("--head", choices=["flatten", "gap"], help="features: the chapter's Flatten head or global pooling")
+    t.add_argument("--head", choices=["flatten", "gap"], help="pretrained strategies: the chapter's Flatten head "
+                   "or global average pooling")
     t.add_argument("--weights", help="pretrained strategies: a weights file instead of the ImageNet weights")
+    t.add_argument("--from", dest="start", metavar="RUN", help="finetune: the features-augment run (or its "
+                   "model.keras) to fine-tune")
+    t.add_argument("--head-epochs", type=int, help="finetune without --from: epochs of head training first "
+                   "(default 50)")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
 
     pr = verb("predict", "classify image files with a trained run or .keras model")
@@ -252,7 +262,8 @@ def run_verb(args):
                             image_size=args.image_size, crop_to_aspect=args.crop_to_aspect, seed=args.seed,
                             learning_rate=args.learning_rate, patience=args.patience,
                             class_weight=args.class_weight, split=args.split, verbose=verbose,
-                            backbone=args.backbone, head=args.head, weights=args.weights)
+                            backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
+                            head_epochs=args.head_epochs)
         print(api.describe(run))
         return 0
     if args.verb == "data":

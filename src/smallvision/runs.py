@@ -12,7 +12,9 @@
       history.csv       one row per epoch: loss, accuracy, val_loss, val_accuracy, seconds
       checkpoint/       state.json + last-NNNN.keras + best-NNNN.keras (what --resume uses)
       model.keras       the best model (lowest val_loss); plain keras.saving.load_model opens it
-      metrics.json      validation and test: loss, accuracy, per-class precision/recall, confusion
+      metrics.json      validation and test: loss, accuracy, per-class precision/recall, confusion,
+                        trainable/total parameters, stage starts (finetune)
+      predictions.csv   every validation and test image: true, predicted, probability, loss
       curves.png        training vs validation loss and accuracy
 
 Every file is written to a temporary name and renamed, and ``checkpoint/state.json`` is
@@ -58,6 +60,15 @@ class Run:
             except FileExistsError:
                 continue
         raise SmallvisionError(f"{out_dir}: cannot create a new run folder named {base}")
+
+    @classmethod
+    def create_at(cls, path):
+        """A run folder at exactly ``path`` (a ladder names its runs); it must not exist yet."""
+        try:
+            os.makedirs(path)
+        except FileExistsError:
+            raise SmallvisionError(f"{path}: already exists; resume it or choose another folder") from None
+        return cls(path)
 
     @classmethod
     def open(cls, path):
@@ -114,6 +125,22 @@ class Run:
              for d in splits.duplicates]))
 
     # -- history ----------------------------------------------------------------------------------
+    def write_predictions(self, rows):
+        keys = ["split", "path", "true", "predicted", "probability", "p_true", "loss"]
+        write_text_atomic(self.file("predictions.csv"), _csv_text(keys, [[r[k] for k in keys] for r in rows]))
+
+    def read_predictions(self):
+        """Rows of ``predictions.csv`` (validation and test images), numbers as floats."""
+        try:
+            with open(self.file("predictions.csv"), encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError:
+            return []
+        for r in rows:
+            for k in ("probability", "p_true", "loss"):
+                r[k] = float(r[k])
+        return rows
+
     def read_history(self):
         try:
             with open(self.file("history.csv"), encoding="utf-8", newline="") as f:

@@ -51,6 +51,10 @@ class RunRecorder(keras.callbacks.Callback):
         self.state = state
         if self.log:
             extra = "  (early stop)" if state.get("stopped_early") else ""
+            left = self.params.get("epochs", done) - done
+            if left > 0 and not state.get("stopped_early"):
+                mean = sum(r["seconds"] for r in self.history[-5:]) / len(self.history[-5:])
+                extra += f"  ETA {int(mean * left) // 60}m{int(mean * left) % 60:02d}s"
             self.log(f"epoch {done}: " + "  ".join(f"{k} {row[k]:.4f}" for k in
                      ("loss", "accuracy", "val_loss", "val_accuracy") if k in row) +
                      f"  best epoch {state['best_epoch']}{extra}")
@@ -81,10 +85,10 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
 
 
 def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None):
-    """Evaluate the best checkpoint and publish it as ``model.keras``.
+    """Evaluate the best checkpoint, publish it as ``model.keras``, write every prediction.
 
     Args:
-        evaluation_sets: ``{"validation": (inputs, labels), "test": (inputs, labels)}``, the
+        evaluation_sets: ``{"validation": (inputs, labels, paths), "test": (...)}``, the
             inputs being what the model was trained on (images, or cached features).
         export: optional ``model -> keras.Model`` that turns the trained model into the one
             saved (e.g. base + head for feature extraction); default: the checkpoint as is.
@@ -98,13 +102,35 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
         tmp = run.file(".tmp-model.keras")
         shutil.copyfile(best, tmp)
         os.replace(tmp, run.model_path)
+        total = model.count_params()
     else:
-        run.save_model(export(model), "model.keras")
+        exported = export(model)
+        run.save_model(exported, "model.keras")
+        total = exported.count_params()
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     metrics = {"best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
-               "stopped_early": bool(state.get("stopped_early"))}
-    for name, (images, labels) in evaluation_sets.items():
+               "stopped_early": bool(state.get("stopped_early")),
+               "params": {"trainable": trainable, "total": int(total)}}
+    if len(state.get("stages") or {}) > 1:
+        metrics["stages"] = state["stages"]  # stage name -> its first epoch
+    rows = []
+    for name, (images, labels, paths) in evaluation_sets.items():
         if len(labels):
             probs = predict_probabilities(model, images, len(class_names), batch_size)
             metrics[name] = classification_metrics(probs, labels, class_names)
+            rows += prediction_rows(name, paths, labels, probs, class_names)
+    run.write_predictions(rows)
     run.write_metrics(metrics)
     return metrics
+
+
+def prediction_rows(split, paths, labels, probs, class_names):
+    """One row per image: split, path, true and predicted class, their probabilities, loss."""
+    from .metrics import EPSILON
+    pred = probs.argmax(axis=1)
+    p_true = probs[np.arange(len(labels)), labels]
+    loss = -np.log(np.clip(p_true, EPSILON, 1 - EPSILON))
+    return [{"split": split, "path": path, "true": class_names[t], "predicted": class_names[p],
+             "probability": round(float(probs[i, p]), 5), "p_true": round(float(p_true[i]), 5),
+             "loss": round(float(loss[i]), 5)}
+            for i, (path, t, p) in enumerate(zip(paths, labels, pred))]

@@ -5,14 +5,20 @@ and ``build(image_size, num_classes, seed, learning_rate, options) -> compiled k
 It may also define what it trains on and what it saves (defaults: the cached images, and the
 trained model itself):
 
+    OPTIONS = ("backbone", ...)                               options it accepts (default: none)
     inputs(prep, options, progress) -> {split: array-like}    e.g. cached backbone features
     export(model, image_size, options) -> keras.Model         the model saved as model.keras
     default_image_size(options) -> (height, width)            default: 180 x 180
+    validate(options, class_names)                            raise ValueError on unusable options
+    stages(config) -> [(name, epochs, enter)]                 training in stages (fine-tuning):
+        ``enter(model) -> model`` runs once when a stage begins (None: nothing to change);
+        default: one stage of ``config["epochs"]`` epochs.
 """
 from ..errors import SmallvisionError
-from . import augment, features, nopool, scratch
+from . import augment, features, features_augment, finetune, nopool, scratch
 
-STRATEGIES = {m.NAME: m for m in (scratch, augment, features, nopool)}
+# the chapter's ladder, in order, then the teaching extra
+STRATEGIES = {m.NAME: m for m in (scratch, augment, features, features_augment, finetune, nopool)}
 
 
 def get(name):

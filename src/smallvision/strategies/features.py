@@ -11,53 +11,24 @@ import os
 
 import keras
 import numpy as np
-from keras import layers
 
-from ..models.convnet import classifier_output
+from . import pretrained
 
 NAME = "features"
 SUMMARY = "pretrained conv base run once, cached features, dense classifier (RMSprop, 20 epochs)"
 DEFAULT_EPOCHS = 20
 DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_BACKBONE = "efficientnet_lite0"
-HEADS = ("flatten", "gap")
-
-
-def _options(options):
-    o = dict(options or {})
-    o.setdefault("backbone", DEFAULT_BACKBONE)
-    o.setdefault("head", "flatten")
-    o.setdefault("weights", "imagenet")
-    return o
-
-
-def default_image_size(options):
-    from ..backbones.registry import get
-    size = get(_options(options)["backbone"]).native_size
-    return (size, size)
-
-
-def _base(image_size, options, weights=True):
-    from ..backbones.registry import create
-    o = _options(options)
-    base = create(o["backbone"], tuple(image_size), weights=o["weights"] if weights else None)
-    base.trainable = False
-    return base
+OPTIONS = ("backbone", "head", "weights")
+default_image_size = pretrained.default_image_size
 
 
 def build(image_size, num_classes, seed, learning_rate, options=None):
     """The head alone, on the base's feature maps (the chapter: Flatten, Dense 256, Dropout 0.5)."""
     from . import compile_classifier
-    o = _options(options)
-    if o["head"] not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}. Received: head={o['head']!r}")
-    shape = _base(image_size, o, weights=False).output_shape[1:]
+    o = pretrained.options(options)
+    shape = pretrained.frozen_base(image_size, o, weights=False).output_shape[1:]
     inputs = keras.Input(shape=shape, name="features")
-    x = layers.Flatten(name="flatten")(inputs) if o["head"] == "flatten" else \
-        layers.GlobalAveragePooling2D(name="avg_pool")(inputs)
-    x = layers.Dense(256, activation="relu", name="dense")(x)
-    x = layers.Dropout(0.5, name="dropout")(x)
-    model = keras.Model(inputs, classifier_output(x, num_classes), name=f"{o['backbone']}_{o['head']}_head")
+    model = keras.Model(inputs, pretrained.head(inputs, o["head"], num_classes), name=f"{o['backbone']}_{o['head']}_head")
     return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
 
 
@@ -74,9 +45,9 @@ def inputs(prep, options, progress=True, cache_root=None):
     from ..data.dataset import ImageBatches
     from ..progress import Progress
 
-    o = _options(options)
+    o = pretrained.options(options)
     size = (prep.spec.height, prep.spec.width)
-    base = _base(size, o)
+    base = pretrained.frozen_base(size, o)
     folder = os.path.join(cache_root or default_cache_root(), "features",
                           f"{o['backbone']}-{_weights_tag(o['weights'])}-{prep.spec.key}")
     store = ArrayStore(folder, base.output_shape[1:], np.float16)
@@ -104,7 +75,7 @@ def inputs(prep, options, progress=True, cache_root=None):
 
 def export(head, image_size, options):
     """Frozen base + trained head: one model from uint8 images to probabilities."""
-    o = _options(options)
-    base = _base(image_size, o)
+    o = pretrained.options(options)
+    base = pretrained.frozen_base(image_size, o)
     images = keras.Input(shape=tuple(image_size) + (3,), name="image")
     return keras.Model(images, head(base(images, training=False)), name=f"features_{o['backbone']}")

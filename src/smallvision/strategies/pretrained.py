@@ -1,0 +1,107 @@
+"""What the pretrained strategies share: their options, the frozen conv base, the chapter's
+head, and the fine-tuning switch (unfreeze the top block, keep BatchNorm in inference mode).
+
+A note on "inference mode" under Keras 3: ``base(x, training=False)`` inside a functional
+model does *not* stick — the outer ``fit`` passes ``training=True`` down to every nested
+layer. What does hold: a BatchNormalization layer that is not trainable always uses its
+moving statistics, and a dropout layer with rate 0 does nothing. ``frozen_base`` relies on
+exactly those two facts, so the base computes the same features in ``fit`` as in ``predict``.
+"""
+import keras
+from keras import layers
+
+from ..models.convnet import classifier_output
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+HEADS = ("flatten", "gap")
+_NOISE = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
+          layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout)
+
+
+def options(options):
+    """The strategy options with their defaults filled in (backbone, head, weights)."""
+    o = dict(options or {})
+    o.setdefault("backbone", DEFAULT_BACKBONE)
+    o.setdefault("head", "flatten")
+    o.setdefault("weights", "imagenet")
+    if o["head"] not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}. Received: head={o['head']!r}")
+    return o
+
+
+def default_image_size(opts):
+    """The backbone's native input size (224 for Lite0, the chapter's 180 for VGG)."""
+    from ..backbones.registry import get
+    size = get(options(opts)["backbone"]).native_size
+    return (size, size)
+
+
+def leaves(model):
+    """Every layer inside ``model`` that holds no other layers, depth first."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        out += leaves(layer) if getattr(layer, "layers", None) else [layer]
+    return out
+
+
+def frozen_base(image_size, opts, weights=True):
+    """The backbone (0..255 RGB in, feature map out), frozen and in inference mode for good."""
+    from ..backbones.registry import create
+    o = options(opts)
+    base = create(o["backbone"], tuple(image_size), weights=o["weights"] if weights else None)
+    for layer in leaves(base):
+        if isinstance(layer, _NOISE):  # stochastic depth etc.: off, even when fit says training=True
+            for attr in ("rate", "stddev"):
+                if hasattr(layer, attr):
+                    setattr(layer, attr, 0.0)
+    base.trainable = False
+    return base
+
+
+def head(x, head_kind, num_classes):
+    """The chapter's classifier on a feature map: Flatten (or global average pooling) ->
+    Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid) / Dense(N, softmax)."""
+    x = layers.Flatten(name="flatten")(x) if head_kind == "flatten" else \
+        layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dense(256, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    return classifier_output(x, num_classes)
+
+
+def top_block(backbone, base):
+    """Names of the layers fine-tuning unfreezes: the registry's top block, or, for a backbone
+    without one, the last four layers that have weights (the chapter's "last 4 layers")."""
+    from ..backbones.registry import get
+    names = get(backbone).top_block
+    if names:
+        return tuple(names)
+    weighted = [layer.name for layer in leaves(base) if layer.weights and not isinstance(layer, layers.BatchNormalization)]
+    return tuple(weighted[-4:])
+
+
+def unfreeze_top_block(model, backbone, num_classes, learning_rate):
+    """Fine-tuning's switch, in place: the backbone's top block becomes trainable (its
+    BatchNormalization layers stay frozen, so in inference mode), everything else in the
+    backbone stays frozen, and the model is recompiled with RMSprop at ``learning_rate``.
+
+    Returns:
+        (model, names of the layers made trainable)
+    """
+    from . import compile_classifier
+    try:
+        base = model.get_layer(backbone)
+    except ValueError:
+        raise ValueError(f"the model has no {backbone!r} conv base to fine-tune "
+                         f"(its layers: {', '.join(layer.name for layer in model.layers)})") from None
+    names = set(top_block(backbone, base))
+    base.trainable = True  # containers trainable, then each leaf decides
+    unfrozen = []
+    for layer in leaves(base):
+        layer.trainable = layer.name in names and not isinstance(layer, layers.BatchNormalization)
+        if layer.trainable and layer.weights:
+            unfrozen.append(layer.name)
+    missing = names - {layer.name for layer in leaves(base)}
+    if missing:
+        raise ValueError(f"backbone {backbone}: top-block layers not found: {', '.join(sorted(missing))}")
+    compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+    return model, unfrozen
