@@ -650,3 +650,37 @@ def backbones():
     from .backbones.registry import table
     return table()
 
+
+# -- ladder and report -----------------------------------------------------------------------------
+
+def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
+           batch_size=32, split="0.7,0.15,0.15", progress=True):
+    """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
+
+    Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
+    See :func:`smallvision.ladder.run_ladder` for the arguments.
+    """
+    from .ladder import run_ladder
+    _check_positive(batch_size=batch_size)
+    if image_size is not None:
+        image_size = (_spec(image_size, False).height, _spec(image_size, False).width)
+    return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
+                      progress=progress, verbose=0)
+
+
+def report(path, out=None):
+    """Write report.md (+ report_files/) and report.html for a ladder or run folder."""
+    from .report import write_report
+    return write_report(path, out)
+
+
+def summary_table(path):
+    """The ladder's (or run's) strategy table as fixed-width text."""
+    from .report.collect import collect
+    from .report.render import percent
+    rows = [("strategy", "backbone", "seeds", "best epoch", "validation", "test")]
+    for r in collect(path)["rows"]:
+        rows.append((r["strategy"], r["backbone"], str(r["seeds"]), ", ".join(map(str, r["best_epochs"])),
+                     percent(r["val_accuracy"]), percent(r["test_accuracy"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -32,6 +32,15 @@ EXAMPLES = {
   smallvision predict runs/20261127-101500-augment new_photos/
   smallvision predict runs/20261127-101500-augment 'shots/*.jpg' --output predictions.csv
   smallvision predict model.keras cat.jpg dog.png --output predictions.json""",
+    "ladder": """examples:
+  smallvision ladder data/cats_vs_dogs_small                          # all five strategies, the chapter's epochs
+  smallvision ladder data/cats_vs_dogs_small --epochs-scale 0.2 --seeds 3
+  smallvision ladder photos --strategies scratch,features,finetune --backbone efficientnet_lite2
+  smallvision ladder photos --seeds scratch=1,augment=1,features=3 --out ladders/photos-3seeds
+  smallvision ladder data/cats_vs_dogs_small          # again, after an interruption: continues""",
+    "report": """examples:
+  smallvision report ladders/cats_vs_dogs_small       # writes report.md and report.html there
+  smallvision report runs/20261127-101500-augment --out report/""",
     "strategies": """examples:
   smallvision strategies""",
     "backbones": """examples:
@@ -149,6 +158,24 @@ def _parser():
     pr.add_argument("--output", help="write .csv or .json instead of printing")
     pr.add_argument("--batch-size", type=int, default=32)
 
+    la = verb("ladder", "train every strategy on the same data and write a comparison report")
+    la.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
+    la.add_argument("--strategies", help="comma-separated (default: scratch,augment,features,features-augment,"
+                    "finetune)")
+    la.add_argument("--backbone", help="conv base of the pretrained strategies (default: efficientnet_lite0)")
+    la.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every strategy's default epochs "
+                    "(default: %(default)s, the chapter's)")
+    la.add_argument("--seeds", default="1", help="runs per strategy: N, or STRATEGY=N,... (others 1)")
+    la.add_argument("--image-size", type=_size, help="one size for all (default: the backbone's native size)")
+    la.add_argument("--batch-size", type=int, default=32)
+    la.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions without split folders")
+    la.add_argument("--out", help="ladder folder (default: ladders/<data folder name>); re-run to continue")
+    la.add_argument("--quiet", action="store_true", help="one line per epoch")
+
+    rp = verb("report", "write report.md and report.html for a ladder or run folder")
+    rp.add_argument("path", metavar="LADDER_OR_RUN")
+    rp.add_argument("--out", help="write the report here (default: inside LADDER_OR_RUN)")
+
     verb("strategies", "list the training strategies")
     verb("backbones", "list the pretrained conv bases and whether their ImageNet weights are here")
 
@@ -265,6 +292,17 @@ def run_verb(args):
                             backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
                             head_epochs=args.head_epochs)
         print(api.describe(run))
+        return 0
+    if args.verb == "ladder":
+        out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
+                         backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
+                         image_size=args.image_size, batch_size=args.batch_size, split=args.split)
+        print(api.summary_table(out))
+        print(f"report: {os.path.join(out, 'report.html')} and report.md")
+        return 0
+    if args.verb == "report":
+        r = api.report(args.path, args.out)
+        print(f"wrote {r['html']} and {r['markdown']}")
         return 0
     if args.verb == "data":
         if args.what == "get":

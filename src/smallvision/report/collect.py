@@ -1,0 +1,112 @@
+"""Read a ladder folder (or one run folder) into what the report shows — numbers only, no
+rendering: the strategy table with mean ± std over seeds, per-run curves, confusion and
+per-class figures, the test images the best model gets most wrong, and the data summary."""
+import csv
+import os
+import statistics
+
+from .._io import read_json
+from ..errors import SmallvisionError
+from ..runs import Run
+
+WRONG = 12  # test images in the "most wrong" grid
+
+
+def _read_csv(path):
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _backbone(run, config):
+    from ..strategies import get
+    from ..strategies.pretrained import DEFAULT_BACKBONE
+    options = config.get("options") or {}
+    if "backbone" in options:
+        return options["backbone"]
+    start = options.get("start")
+    if start:
+        folder = start if os.path.isdir(start) else os.path.dirname(start)
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return _backbone(Run(folder), Run(folder).config)
+    return DEFAULT_BACKBONE if "backbone" in getattr(get(config["strategy"]), "OPTIONS", ()) else None
+
+
+def _run_item(run):
+    config, metrics, history = run.config, run.metrics, run.read_history()
+    train_seconds = sum(r.get("seconds", 0) for r in history)
+    n_train = sum(config["counts"]["train"])
+    return dict(
+        name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config["strategy"],
+        seed=config["seed"], backbone=_backbone(run, config), config=config, metrics=metrics, history=history,
+        image_size=config["image_size"], wall_seconds=run.status.get("wall_seconds"),
+        images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
+
+
+def _strategy_row(items):
+    first = items[0]
+    params = first["metrics"].get("params") or {}
+    val = _mean_std([i["metrics"].get("validation", {}).get("accuracy") for i in items])
+    test = _mean_std([i["metrics"].get("test", {}).get("accuracy") for i in items])
+    return dict(
+        strategy=first["strategy"], backbone=first["backbone"] or "-", seeds=len(items),
+        trainable=params.get("trainable"), total=params.get("total"),
+        epochs=[i["metrics"]["epochs_done"] for i in items], best_epochs=[i["metrics"]["best_epoch"] for i in items],
+        val_accuracy=val, test_accuracy=test,
+        test_loss=_mean_std([i["metrics"].get("test", {}).get("loss") for i in items])[0],
+        wall_seconds=_mean_std([i["wall_seconds"] for i in items])[0],
+        images_per_second=_mean_std([i["images_per_second"] for i in items])[0],
+        image_size=first["image_size"])
+
+
+def _data_summary(item):
+    config = item["config"]
+    rejects = _read_csv(os.path.join(item["path"], "rejects.csv"))
+    duplicates = [d for d in _read_csv(os.path.join(item["path"], "duplicates.csv"))
+                  if d["kind"] != "duplicate within a split"]
+    return dict(data=config["data"], class_names=config["class_names"], counts=config["counts"],
+                split_origin=config.get("split_origin"), rejects=rejects, duplicates=duplicates,
+                duplicates_within=int(config.get("duplicates", 0)) - len(duplicates))
+
+
+def _most_wrong(item, n=WRONG):
+    rows = [r for r in Run(item["path"]).read_predictions() if r["split"] == "test"]
+    rows.sort(key=lambda r: -r["loss"])
+    data = item["config"]["data"]
+    return [dict(r, file=r["path"] if os.path.isabs(r["path"]) else os.path.join(data, r["path"])) for r in rows[:n]]
+
+
+def collect(path):
+    """A ladder folder (``ladder.json``) or a run folder (``config.json``) -> report contents."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "ladder.json")):
+        meta = read_json(os.path.join(path, "ladder.json"))
+        runs = [Run(os.path.join(path, "runs", name)) for name in meta["runs"]]
+        title = f"smallvision ladder on {os.path.basename(os.path.normpath(meta['data']))}"
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        meta, runs = None, [Run(path)]
+        title = f"smallvision run {os.path.basename(os.path.normpath(path))}"
+    else:
+        raise SmallvisionError(f"{path}: not a ladder folder (no ladder.json) or a run folder (no config.json)")
+    done = [r for r in runs if r.status.get("status") == "finished" and os.path.isfile(r.file("metrics.json"))]
+    pending = [os.path.basename(os.path.normpath(r.path)) for r in runs if r not in done]
+    if not done:
+        raise SmallvisionError(f"{path}: no finished run to report on yet")
+    items = [_run_item(r) for r in done]
+    groups = {}
+    for item in items:
+        groups.setdefault(item["strategy"], []).append(item)
+    best = max(items, key=lambda i: (i["metrics"].get("validation", {}).get("accuracy", 0),
+                                     -i["metrics"].get("validation", {}).get("loss", 0)))
+    return dict(title=title, path=path, ladder=meta, items=items, pending=pending,
+                rows=[_strategy_row(g) for g in groups.values()], groups=groups,
+                data=_data_summary(items[0]), best=best, wrong=_most_wrong(best))

@@ -1,0 +1,184 @@
+"""The report as a list of blocks (headings, paragraphs, tables, pictures), written once and
+rendered twice: Markdown with its pictures beside it, and one self-contained HTML file with
+the pictures embedded (no network, no script)."""
+import base64
+import datetime
+import html
+import os
+
+from .plots import curves_png, grid_png, overlay_png
+
+CHAPTER = {"scratch": "69.5 %", "augment": "83.5 %", "features": "≈97 %", "features-augment": "97.5 %",
+           "finetune": "98.5 %"}  # Deep Learning with Python, 2nd ed., VGG16, test accuracy
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
+code{background:#f3f3f3;padding:0 .2em}.muted{color:#666}"""
+
+
+def percent(ms):
+    """(mean, std or None) of a fraction -> "97.1 % ± 0.3"."""
+    mean, std = ms
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f} %" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _ints(values):
+    return str(values[0]) if len(set(values)) == 1 else ", ".join(map(str, values))
+
+
+def _params(row):
+    if row["trainable"] is None:
+        return "-"
+    return f"{row['trainable']:,} / {row['total']:,}"
+
+
+def _thumbnail(path, size=200):
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            import numpy as np
+            return np.asarray(im)
+    except Exception:
+        return None
+
+
+def blocks(report):
+    """The report's content in order: ("h1"|"h2"|"h3"|"p", text), ("table", header, rows, id),
+    ("img", file name, alt text, png bytes)."""
+    out = [("h1", report["title"]),
+           ("p", f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} from {report['path']}; "
+                 f"data: {report['data']['data']}.")]
+    if report["pending"]:
+        out.append(("p", f"Not finished yet (re-run the ladder to continue): {', '.join(report['pending'])}."))
+    header = ["strategy", "backbone", "trainable / total params", "image size", "seeds", "epochs", "best epoch",
+              "validation accuracy", "test accuracy", "test loss", "wall time", "images/s (training)",
+              "chapter (2nd ed.)"]
+    rows = [[r["strategy"], r["backbone"], _params(r), "x".join(map(str, r["image_size"])), str(r["seeds"]),
+             _ints(r["epochs"]), _ints(r["best_epochs"]), percent(r["val_accuracy"]), percent(r["test_accuracy"]),
+             "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", _duration(r["wall_seconds"]),
+             "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}", CHAPTER.get(r["strategy"], "")]
+            for r in report["rows"]]
+    out += [("h2", "Results"), ("table", header, rows, "summary"),
+            ("p", "Accuracy: mean ± standard deviation over seeds; best epoch: lowest validation loss, whose "
+                  "checkpoint is the run's model.keras and is what the test figures measure. Wall time: mean per "
+                  "run, including decoding and feature extraction where the caches were cold.")]
+
+    firsts = {strategy: group[0] for strategy, group in report["groups"].items()}
+    if len(firsts) > 1:
+        out += [("h2", "Validation accuracy across strategies"),
+                ("img", "overlay.png", "validation accuracy per epoch, one line per strategy",
+                 overlay_png({f"{s} (seed {i['seed']})": i["history"] for s, i in firsts.items()}))]
+    out.append(("h2", "Training curves"))
+    for strategy, item in firsts.items():
+        out += [("h3", f"{strategy} (seed {item['seed']})"),
+                ("img", f"curves-{strategy}.png", f"{strategy}: training and validation loss and accuracy",
+                 curves_png(item["history"], stages=item["metrics"].get("stages")))]
+
+    out.append(("h2", "Confusion matrices and per-class precision / recall (test)"))
+    for strategy, item in firsts.items():
+        m = item["metrics"].get("test")
+        if not m or not m.get("n"):
+            continue
+        names = item["config"]["class_names"]
+        out += [("h3", f"{strategy} (seed {item['seed']}): test accuracy {100 * m['accuracy']:.1f} %"),
+                ("table", ["true \\ predicted"] + names, [[n] + [str(v) for v in row]
+                                                          for n, row in zip(names, m["confusion_matrix"])], None),
+                ("table", ["class", "precision", "recall", "F1", "images"],
+                 [[n, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
+                  for n, c in m["per_class"].items()], None)]
+
+    best = report["best"]
+    if report["wrong"]:
+        items = [(_thumbnail(r["file"]), f"{os.path.basename(r['path'])}\ntrue {r['true']}, predicted "
+                  f"{r['predicted']}\np={r['probability']:.3f}, loss {r['loss']:.2f}") for r in report["wrong"]]
+        out += [("h2", f"Test images the best model gets most wrong ({best['name']})"),
+                ("p", f"The best run by validation accuracy is {best['name']}; these are its {len(items)} test "
+                      "images with the highest loss (the lowest probability on the true class)."),
+                ("img", "most-wrong.png", "the test images with the highest loss", grid_png(items))]
+
+    d = report["data"]
+    splits = list(d["counts"])
+    out += [("h2", "Data"),
+            ("p", f"{len(d['class_names'])} classes; splits {d['split_origin'] or 'made by smallvision'}."),
+            ("table", ["class"] + splits, [[n] + [str(d["counts"][s][i]) for s in splits]
+                                           for i, n in enumerate(d["class_names"])], "counts")]
+    if d["rejects"]:
+        shown = d["rejects"][:50]
+        out += [("p", f"{len(d['rejects'])} files were not used" + (" (first 50 shown)" if len(d["rejects"]) > 50 else "")
+                 + "; see rejects.csv in each run folder."),
+                ("table", ["file", "why"], [[r["path"], r["reason"]] for r in shown], "rejects")]
+    else:
+        out.append(("p", "No file was rejected."))
+    if d["duplicates"]:
+        out += [("p", f"{len(d['duplicates'])} groups of identical files span splits or classes (leakage):"),
+                ("table", ["kind", "files", "splits", "classes"],
+                 [[r["kind"], r["files"], r["splits"], r["classes"]] for r in d["duplicates"][:50]], "duplicates")]
+    else:
+        out.append(("p", "No identical files across splits or classes"
+                    + (f" ({d['duplicates_within']} within a split)." if d["duplicates_within"] else ".")))
+    out += [("h2", "Runs"),
+            ("table", ["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
+             [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"]["best_epoch"]),
+               percent((i["metrics"].get("validation", {}).get("accuracy"), None)),
+               percent((i["metrics"].get("test", {}).get("accuracy"), None)), _duration(i["wall_seconds"])]
+              for i in report["items"]], "runs")]
+    return out
+
+
+def _md_cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(content, assets):
+    """Markdown text; pictures are referred to under the folder name ``assets``."""
+    lines = []
+    for block in content:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "table":
+            _, header, rows, _ = block
+            lines.append("| " + " | ".join(map(_md_cell, header)) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{block[2]}]({assets}/{block[1]})", ""]
+    return "\n".join(lines)
+
+
+def html_page(content, title):
+    """One self-contained HTML page: pictures as data: URIs, styles inline, no script."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{e(title)}</title><style>{CSS}</style></head><body>"]
+    for block in content:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{e(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{e(block[1])}</p>")
+        elif kind == "table":
+            _, header, rows, ident = block
+            parts.append(f'<table{f" id={chr(34)}{ident}{chr(34)}" if ident else ""}><thead><tr>'
+                         + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(block[3]).decode("ascii")
+            parts.append(f'<img alt="{e(block[2])}" src="data:image/png;base64,{data}">')
+    parts.append("</body></html>")
+    return "\n".join(parts)

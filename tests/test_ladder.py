@@ -1,0 +1,167 @@
+"""The ladder: every strategy on the same data, resumed after an interruption, and its report
+(Markdown + one self-contained HTML page, opened in a real headless browser)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from smallvision import api, ladder
+from smallvision.errors import SmallvisionError
+from smallvision.runs import Run
+from conftest import make_folder
+
+STRATEGIES = ["scratch", "features", "finetune"]
+SHORT = dict(strategies=STRATEGIES, epochs_scale=0.05, image_size=80, split="0.5,0.25,0.25",
+             seeds="features=2", progress=False)
+
+
+@pytest.fixture(scope="module")
+def finished_ladder(tmp_path_factory):
+    """A short ladder that was interrupted in its third run and then re-run to the end."""
+    root = tmp_path_factory.mktemp("ladder")
+    data = make_folder(root / "data", per_class=16)
+    out = root / "L"
+    from smallvision import train as train_mod
+    real_fit = train_mod.fit
+    calls = []
+
+    def fit_then_stop(*args, **kwargs):  # the 3rd run (features, seed 1) is interrupted (Ctrl-C)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    train_mod.fit = fit_then_stop
+    try:
+        with pytest.raises(SmallvisionError, match="interrupted; continue with"):
+            api.ladder(str(data), out=str(out), **SHORT)
+    finally:
+        train_mod.fit = real_fit
+    assert Run(out / "runs" / "features-seed1").status["status"] == "interrupted"
+    kept = {name: os.stat(out / "runs" / name / "model.keras").st_mtime_ns for name in ("scratch-seed0", "features-seed0")}
+    assert not (out / "report.html").exists()
+    api.ladder(str(data), out=str(out), **SHORT)  # the same command again
+    return dict(data=data, out=out, kept=kept)
+
+
+def test_an_interrupted_ladder_continues_and_keeps_finished_runs(finished_ladder):
+    out = finished_ladder["out"]
+    runs = sorted(os.listdir(out / "runs"))
+    assert runs == ["features-seed0", "features-seed1", "finetune-seed0", "scratch-seed0"]
+    for name, mtime in finished_ladder["kept"].items():  # not trained again
+        assert os.stat(out / "runs" / name / "model.keras").st_mtime_ns == mtime
+    for name in runs:
+        run = Run(out / "runs" / name)
+        assert run.status["status"] == "finished" and run.config["image_size"] == [80, 80]
+        assert run.config["split"] == [0.5, 0.25, 0.25]
+    # finetune started from... no features-augment in this ladder: it trained its own head first
+    ft = Run(out / "runs" / "finetune-seed0")
+    assert ft.config["options"]["head_epochs"] == 2 and ft.metrics["stages"] == {"head": 1, "finetune": 3}
+    assert Run(out / "runs" / "features-seed1").config["seed"] == 1
+    # every run saw the same data and splits
+    assert len({Run(out / "runs" / n).config["data_index_sha256"] for n in runs}) == 1
+
+
+def test_ladder_refuses_other_settings_in_the_same_folder(finished_ladder):
+    with pytest.raises(SmallvisionError, match="made with image_size=.80, 80., not .96, 96.; use another --out"):
+        api.ladder(str(finished_ladder["data"]), out=str(finished_ladder["out"]), **dict(SHORT, image_size=96))
+
+
+def test_report_table_and_markdown(finished_ladder):
+    out = finished_ladder["out"]
+    md = (out / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "efficientnet_lite0" in line]
+    assert len(rows) == 2  # features and finetune
+    features = next(r for r in rows if r.startswith("| features |"))
+    assert re.search(r"\| 2 \| 1 \|", features)  # 2 seeds, 1 epoch
+    assert re.search(r"\d+\.\d % ± \d+\.\d", features)  # mean ± std over the two seeds
+    for name in re.findall(r"\]\((report_files/[^)]+)\)", md):
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "most wrong" in md and "No file was rejected." in md
+    table = api.summary_table(str(out))
+    assert table.splitlines()[0].split()[:2] == ["strategy", "backbone"] and len(table.splitlines()) == 4
+
+
+def test_report_of_a_single_run(finished_ladder, tmp_path):
+    r = api.report(finished_ladder["out"] / "runs" / "scratch-seed0", tmp_path / "rep")
+    html = open(r["html"], encoding="utf-8").read()
+    assert html.count("<img ") == 2  # curves + most wrong; no overlay for one strategy
+    assert 'id="summary"' in html and "http://" not in html and "https://" not in html
+    with pytest.raises(SmallvisionError, match="not a ladder folder"):
+        api.report(tmp_path)
+
+
+def _browser():
+    """(chromium, chromedriver) paths, or a reason to skip."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver") or (os.path.isfile("/usr/bin/chromedriver") and "/usr/bin/chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return None, "selenium is not installed (pip install '.[test]')"
+    if not chromium or not driver:
+        return None, "headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
+    return (chromium, driver), None
+
+
+def test_html_report_renders_in_a_real_browser(finished_ladder):
+    found, why = _browser()
+    if found is None:
+        if os.environ.get("SMALLVISION_REQUIRE_BROWSER"):
+            pytest.fail(f"SMALLVISION_REQUIRE_BROWSER is set but {why}")
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(found[1]), options=opts)
+    try:
+        browser.get((finished_ladder["out"] / "report.html").as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        assert len(images) == 1 + 3 + 1  # overlay, one curve per strategy, most-wrong grid
+        for alt, complete, width, height in images:
+            assert complete and width > 100 and height > 100, alt  # decoded, not a broken-image icon
+        rows = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#summary tbody tr')).map(r => r.cells[0].textContent)")
+        assert rows == STRATEGIES
+        header = browser.execute_script("return document.querySelector('#summary thead').textContent")
+        assert "test accuracy" in header and "trainable / total params" in header
+        assert browser.title.startswith("smallvision ladder on data")
+    finally:
+        browser.quit()
+
+
+def test_ladder_command_line(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=12)
+    out = tmp_path / "L"
+    proc = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "scratch",
+                           "--epochs-scale", "0.04", "--image-size", "80", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].split()[0] == "strategy" and "scratch" in proc.stdout
+    assert "ladder 1/1: scratch, seed 0" in proc.stderr
+    assert (out / "report.html").is_file()
+    bad = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "magic"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("smallvision: error: unknown strategy")
+
+
+def test_seeds_and_plan():
+    assert ladder.parse_seeds("3", ["scratch", "features"]) == {"scratch": 3, "features": 3}
+    assert ladder.parse_seeds("features=3", ["scratch", "features"]) == {"scratch": 1, "features": 3}
+    with pytest.raises(SmallvisionError, match="seeds must be"):
+        ladder.parse_seeds("features=x", ["features"])
+    plan = ladder.plan(list(ladder.LADDER), {s: 1 for s in ladder.LADDER}, 0.1)
+    assert [(p["name"], p["epochs"]) for p in plan] == [("scratch-seed0", 3), ("augment-seed0", 10),
+                                                          ("features-seed0", 2), ("features-augment-seed0", 5),
+                                                          ("finetune-seed0", 3)]
+    assert plan[-1]["options"] == {"start": "features-augment-seed0"}  # fine-tunes the features-augment run
