@@ -144,7 +144,7 @@ def _parser():
     t.add_argument("--backbone", help="pretrained strategies: a conv base (see: smallvision backbones; "
                    "default efficientnet_lite0)")
     t.add_argument("--head", choices=["flatten", "gap"], help="pretrained strategies: the chapter's Flatten head "
-                   "or global average pooling")
+                   "or global average pooling (default: flatten on VGG, gap on the others)")
     t.add_argument("--weights", help="pretrained strategies: a weights file instead of the ImageNet weights")
     t.add_argument("--from", dest="start", metavar="RUN", help="finetune: the features-augment run (or its "
                    "model.keras) to fine-tune")

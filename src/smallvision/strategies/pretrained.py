@@ -20,9 +20,10 @@ _NOISE = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, laye
 
 def options(options):
     """The strategy options with their defaults filled in (backbone, head, weights)."""
+    from ..backbones.registry import get
     o = dict(options or {})
     o.setdefault("backbone", DEFAULT_BACKBONE)
-    o.setdefault("head", "flatten")
+    o.setdefault("head", get(o["backbone"]).default_head)
     o.setdefault("weights", "imagenet")
     if o["head"] not in HEADS:
         raise ValueError(f"head must be one of {HEADS}. Received: head={o['head']!r}")
