@@ -165,3 +165,15 @@ def test_seeds_and_plan():
                                                           ("features-seed0", 2), ("features-augment-seed0", 5),
                                                           ("finetune-seed0", 3)]
     assert plan[-1]["options"] == {"start": "features-augment-seed0"}  # fine-tunes the features-augment run
+
+
+@pytest.mark.realdata
+def test_short_ladder_on_real_photos(shared_subset, tmp_path):
+    """All five strategies on 80 photos of the shared set (24/8/8 per class), a few epochs each."""
+    out = api.ladder(str(shared_subset), out=str(tmp_path / "L"), epochs_scale=0.04, image_size=80, progress=False)
+    report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    for strategy in ladder.LADDER:
+        assert f"| {strategy} |" in report
+    ft = Run(os.path.join(out, "runs", "finetune-seed0"))
+    assert ft.config["options"]["start"].endswith("features-augment-seed0")  # the chapter's order
+    assert "| class | train | validation | test |" in report and "| cats | 24 | 8 | 8 |" in report

@@ -108,7 +108,8 @@ def blocks(report):
                 ("img", "most-wrong.png", "the test images with the highest loss", grid_png(items))]
 
     d = report["data"]
-    splits = list(d["counts"])
+    order = ("train", "validation", "test", "all")
+    splits = sorted(d["counts"], key=lambda s: order.index(s) if s in order else len(order))
     out += [("h2", "Data"),
             ("p", f"{len(d['class_names'])} classes; splits {d['split_origin'] or 'made by smallvision'}."),
             ("table", ["class"] + splits, [[n] + [str(d["counts"][s][i]) for s in splits]
