@@ -42,5 +42,5 @@ def test_no_pooling_variant_explodes_the_dense_layer():
 
 
 def test_unknown_strategy():
-    with pytest.raises(SmallvisionError, match="expected one of: scratch, augment, features, nopool"):
+    with pytest.raises(SmallvisionError, match="expected one of: scratch, augment, features, features-augment, finetune, nopool"):
         strategies.get("transformer")
