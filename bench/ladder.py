@@ -26,6 +26,8 @@ def main():
     p.add_argument("--image-size", type=int)
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--strategies")
+    p.add_argument("--record-only", action="store_true", help="record the finished runs of the ladder folder "
+                   "as they are (while it is still running, or after an interruption)")
     a = p.parse_args()
     need_data()
     from smallvision import api
@@ -34,12 +36,14 @@ def main():
     name = f"{a.backbone}-x{a.epochs_scale:g}-{a.image_size or 'native'}"
     out = os.path.join(os.path.expanduser("~"), ".cache", "smallvision-bench", "ladders", name)
     t = time.perf_counter()
-    api.ladder(str(DATA), out=out, strategies=a.strategies and a.strategies.split(","), backbone=a.backbone,
-               epochs_scale=a.epochs_scale, seeds=a.seeds, image_size=a.image_size)
+    if not a.record_only:
+        api.ladder(str(DATA), out=out, strategies=a.strategies and a.strategies.split(","), backbone=a.backbone,
+                   epochs_scale=a.epochs_scale, seeds=a.seeds, image_size=a.image_size)
     wall = time.perf_counter() - t
     print(api.summary_table(out))
+    report = collect(out)
     rows = []
-    for r in collect(out)["rows"]:
+    for r in report["rows"]:
         rows.append({k: r[k] for k in ("strategy", "backbone", "seeds", "trainable", "total", "epochs", "best_epochs",
                                        "val_accuracy", "test_accuracy", "test_loss", "wall_seconds",
                                        "images_per_second", "image_size")}
@@ -47,7 +51,7 @@ def main():
     record(f"ladder_{name}", dict(
         benchmark="smallvision ladder on cats_vs_dogs_small (train 2,000 / validation 1,000 / test 2,000)",
         machine=machine(), epochs_scale=a.epochs_scale, seeds=a.seeds, backbone=a.backbone,
-        wall_seconds_this_invocation=round(wall, 1), rows=rows,
+        wall_seconds_this_invocation=round(wall, 1), rows=rows, not_finished=report["pending"],
         note="accuracy as (mean, std over seeds or null); wall_seconds: mean per run"))
 
 
