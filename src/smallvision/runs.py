@@ -129,25 +129,25 @@ class Run:
         keys = ["split", "path", "true", "predicted", "probability", "p_true", "loss"]
         write_text_atomic(self.file("predictions.csv"), _csv_text(keys, [[r[k] for k in keys] for r in rows]))
 
-    def read_predictions(self):
-        """Rows of ``predictions.csv`` (validation and test images), numbers as floats."""
+    def read_csv(self, name):
+        """Rows (dicts of strings) of one of the run's CSV files; [] when it is absent."""
         try:
-            with open(self.file("predictions.csv"), encoding="utf-8", newline="") as f:
-                rows = list(csv.DictReader(f))
+            with open(self.file(name), encoding="utf-8", newline="") as f:
+                return list(csv.DictReader(f))
         except OSError:
             return []
+
+    def read_predictions(self):
+        """Rows of ``predictions.csv`` (validation and test images), numbers as floats."""
+        rows = self.read_csv("predictions.csv")
         for r in rows:
             for k in ("probability", "p_true", "loss"):
                 r[k] = float(r[k])
         return rows
 
     def read_history(self):
-        try:
-            with open(self.file("history.csv"), encoding="utf-8", newline="") as f:
-                rows = list(csv.DictReader(f))
-        except OSError:
-            return []
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""} for r in rows]
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
+                for r in self.read_csv("history.csv")]
 
     def write_history(self, rows):
         keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})

@@ -1,7 +1,6 @@
 """Read a ladder folder (or one run folder) into what the report shows — numbers only, no
 rendering: the strategy table with mean ± std over seeds, per-run curves, confusion and
 per-class figures, the test images the best model gets most wrong, and the data summary."""
-import csv
 import os
 import statistics
 
@@ -10,14 +9,6 @@ from ..errors import SmallvisionError
 from ..runs import Run
 
 WRONG = 12  # test images in the "most wrong" grid
-
-
-def _read_csv(path):
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
 
 
 def _mean_std(values):
@@ -70,8 +61,9 @@ def _strategy_row(items):
 
 def _data_summary(item):
     config = item["config"]
-    rejects = _read_csv(os.path.join(item["path"], "rejects.csv"))
-    duplicates = [d for d in _read_csv(os.path.join(item["path"], "duplicates.csv"))
+    run = Run(item["path"])
+    rejects = run.read_csv("rejects.csv")
+    duplicates = [d for d in run.read_csv("duplicates.csv")
                   if d["kind"] != "duplicate within a split"]
     return dict(data=config["data"], class_names=config["class_names"], counts=config["counts"],
                 split_origin=config.get("split_origin"), rejects=rejects, duplicates=duplicates,
