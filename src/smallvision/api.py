@@ -85,9 +85,11 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
 
     Args:
         data: folder with one sub-folder per class, or train/ validation/ test/ holding them.
-        strategy: a name from :func:`strategies` ("scratch", "augment", "nopool").
+        strategy: a name from :func:`strategies` ("scratch", "augment", "features", "features-augment",
+            "finetune", "nopool").
         out: parent folder of the run folders.
-        epochs: default: the strategy's (30 for scratch, 100 for augment).
+        epochs: default: the strategy's (scratch 30, augment 100, features 20, features-augment 50,
+            finetune 30: its fine-tuning stage).
         batch_size: images per batch.
         image_size: ``(height, width)`` or one int; default: 180x180, or the backbone's native size.
         crop_to_aspect: crop the centre to the target aspect instead of squashing.
