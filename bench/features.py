@@ -91,7 +91,8 @@ def main():
         cold, warm = runs[f"cold_{heads[0]}"], runs[f"warm_{heads[0]}"]
         extract = cold["wall_seconds"] - warm["wall_seconds"]  # decode + extraction, the only cold-only work
         result = dict(
-            benchmark="features strategy on cats_vs_dogs_small", machine=machine(), data=str(data) if a.per_class
+            benchmark="features strategy on cats_vs_dogs_small", machine=machine(),
+            data=f"cats_vs_dogs_small, first {a.per_class} photos per class of each split" if a.per_class
             else "cats_vs_dogs_small (all 5,000)", images=n_images, backbone=a.backbone, image_size=c["image_size"],
             seed=c["seed"], backend=c["versions"]["backend"], runs=runs,
             decode_and_extract_seconds=round(extract, 1), extract_images_per_second=round(n_images / extract, 1),
