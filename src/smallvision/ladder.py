@@ -22,6 +22,7 @@ import time
 
 from ._io import read_json, write_json_atomic
 from .errors import SmallvisionError
+from .report.render import duration
 from .runs import Run
 
 LADDER = ("scratch", "augment", "features", "features-augment", "finetune")
@@ -113,7 +114,7 @@ def _seconds_per_epoch(out, strategy, names):
 
 def _eta(out, todo):
     """What is left, timed by this ladder's finished runs of the same strategies."""
-    names = _finished_names(out)
+    names = _run_names(out)
     known, unknown = 0.0, set()
     for entry in todo:
         spe = _seconds_per_epoch(out, entry["strategy"], names)
@@ -123,17 +124,12 @@ def _eta(out, todo):
             known += spe * (entry["epochs"] + entry["options"].get("head_epochs", 0))
     if not known:
         return "ETA unknown until a run of each strategy has finished"
-    return f"ETA {_duration(known)}" + (f" + {', '.join(sorted(unknown))} (not timed yet)" if unknown else "")
+    return f"ETA {duration(known)}" + (f" + {', '.join(sorted(unknown))} (not timed yet)" if unknown else "")
 
 
-def _finished_names(out):
+def _run_names(out):
     folder = os.path.join(out, "runs")
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
@@ -192,7 +188,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
                   image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split, verbose=verbose,
                   progress=progress, run_dir=path, **options)
     if progress:
-        _log(f"ladder done in {_duration(time.perf_counter() - t0)} (this session)")
+        _log(f"ladder done in {duration(time.perf_counter() - t0)} (this session)")
     if report:
         from .report import write_report
         write_report(out)

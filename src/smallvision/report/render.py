@@ -24,7 +24,8 @@ def percent(ms):
     return f"{100 * mean:.1f} %" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
-def _duration(seconds):
+def duration(seconds):
+    """Seconds -> "4m05s" or "1h44m"; None -> "-"."""
     if seconds is None:
         return "-"
     s = int(round(seconds))
@@ -66,7 +67,7 @@ def blocks(report):
               "chapter (2nd ed.)"]
     rows = [[r["strategy"], r["backbone"], _params(r), "x".join(map(str, r["image_size"])), str(r["seeds"]),
              _ints(r["epochs"]), _ints(r["best_epochs"]), percent(r["val_accuracy"]), percent(r["test_accuracy"]),
-             "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", _duration(r["wall_seconds"]),
+             "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", duration(r["wall_seconds"]),
              "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}", CHAPTER.get(r["strategy"], "")]
             for r in report["rows"]]
     out += [("h2", "Results"), ("table", header, rows, "summary"),
@@ -132,7 +133,7 @@ def blocks(report):
             ("table", ["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
              [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"]["best_epoch"]),
                percent((i["metrics"].get("validation", {}).get("accuracy"), None)),
-               percent((i["metrics"].get("test", {}).get("accuracy"), None)), _duration(i["wall_seconds"])]
+               percent((i["metrics"].get("test", {}).get("accuracy"), None)), duration(i["wall_seconds"])]
               for i in report["items"]], "runs")]
     return out
 
