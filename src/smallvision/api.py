@@ -665,7 +665,8 @@ def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, see
     from .ladder import run_ladder
     _check_positive(batch_size=batch_size)
     if image_size is not None:
-        image_size = (_spec(image_size, False).height, _spec(image_size, False).width)
+        spec = _spec(image_size, False)
+        image_size = (spec.height, spec.width)
     return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
                       progress=progress, verbose=0)
 

@@ -18,7 +18,7 @@ def _mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def _backbone(run, config):
+def _backbone(config):
     from ..strategies import get
     from ..strategies.pretrained import DEFAULT_BACKBONE
     options = config.get("options") or {}
@@ -28,7 +28,7 @@ def _backbone(run, config):
     if start:
         folder = start if os.path.isdir(start) else os.path.dirname(start)
         if os.path.isfile(os.path.join(folder, "config.json")):
-            return _backbone(Run(folder), Run(folder).config)
+            return _backbone(Run(folder).config)
     return DEFAULT_BACKBONE if "backbone" in getattr(get(config["strategy"]), "OPTIONS", ()) else None
 
 
@@ -38,7 +38,7 @@ def _run_item(run):
     n_train = sum(config["counts"]["train"])
     return dict(
         name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config["strategy"],
-        seed=config["seed"], backbone=_backbone(run, config), config=config, metrics=metrics, history=history,
+        seed=config["seed"], backbone=_backbone(config), config=config, metrics=metrics, history=history,
         image_size=config["image_size"], wall_seconds=run.status.get("wall_seconds"),
         images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
 
