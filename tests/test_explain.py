@@ -138,3 +138,24 @@ def test_explain_help(what, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["explain", what, "--help"])
     assert e.value.code == 0 and "examples:" in capsys.readouterr().out
+
+
+def test_a_pickled_kernel_file_is_refused_unread(tmp_path):
+    """A .npy of Python objects would unpickle: np.load runs with allow_pickle=False."""
+    import os
+
+    from smallvision.errors import SmallvisionError
+    from smallvision.explain.conv import load_kernel
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Evil()
+    with open(tmp_path / "k.npy", "wb") as f:
+        np.lib.format.write_array(f, arr, allow_pickle=True)
+    assert b"system" in (tmp_path / "k.npy").read_bytes()  # the payload is a pickle inside the .npy
+    with pytest.raises(SmallvisionError, match="k.npy"):
+        load_kernel(str(tmp_path / "k.npy"))
+    assert not (tmp_path / "pwned").exists()

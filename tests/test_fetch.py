@@ -171,3 +171,20 @@ def test_an_interrupted_download_resumes_in_a_later_run(tmp_path):
         check_result(fetch.get_cats_vs_dogs(tmp_path, url=server.url, sizes=SIZES, progress=False), tmp_path)
     assert server.requests == ["bytes=1000-"]
     assert not part.exists()
+
+
+def test_archive_member_names_never_choose_where_files_go(tmp_path):
+    """Zip-slip: members named ../../x or /abs/x are read as photos (their number and class), but
+    every file is written under the target folder with a name smallvision makes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for n in range(7):
+            z.writestr(f"../../PetImages/Cat/{n}.jpg", jpeg(n))
+            z.writestr(f"/tmp/PetImages/Dog/{n}.jpg", jpeg(n + 100))
+        z.writestr("../../escaped.txt", "x")
+    (tmp_path / "evil.zip").write_bytes(buf.getvalue())
+    to = tmp_path / "a" / "b" / "data"
+    r = fetch.get_cats_vs_dogs(to, source=tmp_path / "evil.zip", sizes=SIZES, progress=False)
+    written = {os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs}
+    assert all(p.startswith(os.path.join("a", "b", "data")) or p == "evil.zip" for p in written), written
+    assert sorted(os.listdir(os.path.join(r["folder"], "train", "cats"))) == ["cat.0.jpg", "cat.1.jpg", "cat.2.jpg"]

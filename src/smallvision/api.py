@@ -138,8 +138,12 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
             strat.validate(options, class_names)
         if image_size is None:
             image_size = strat.default_image_size(options) if hasattr(strat, "default_image_size") else DEFAULT_IMAGE_SIZE
+    except SmallvisionError:
+        raise
     except ValueError as e:
         raise SmallvisionError(f"strategy {strat.NAME}: {e}") from None
+    if options.get("weights") not in (None, "imagenet"):  # a file, checked above: recorded so a resume finds it
+        options["weights"] = os.path.abspath(options["weights"])
     spec = _spec(image_size, crop_to_aspect)
     num_classes = len(class_names)
     model = _build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding

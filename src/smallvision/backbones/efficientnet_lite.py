@@ -113,35 +113,59 @@ def weights_file(variant):
     return path if os.path.isfile(path) else None
 
 
-def _bn_weights(state, prefix):
-    return [state[prefix + ".weight"], state[prefix + ".bias"], state[prefix + ".running_mean"],
-            state[prefix + ".running_var"]]
+def load_weights(model, weights):
+    """Copy a PyTorch EfficientNet-Lite state dict into ``model``, checking every name and shape.
 
+    Args:
+        weights: a weights file (torch.save zip or legacy format, or .safetensors; read by
+            :mod:`.weightfile` without running code) or an already read ``{name: array}``.
 
-def load_weights(model, path):
-    """Copy the PyTorch state dict at ``path`` (read by :mod:`.torchfile`) into ``model``."""
-    from .torchfile import load
+    Raises:
+        WeightsError: one line naming the file and the first tensor that is missing or misfits.
+    """
+    from .weightfile import WeightsError, read_state
 
-    state = load(path)
-    blocks = len({k.split(".")[1] for k in state if k.startswith("_blocks.")})
-    expected = len([l for l in model.layers if l.name.endswith("_dwconv")])
-    if blocks != expected:
-        raise ValueError(f"{path}: has {blocks} blocks, the model {model.name} has {expected}")
-    conv = lambda w: np.transpose(w, (2, 3, 1, 0))  # (out, in, kh, kw) -> (kh, kw, in, out)
-    get = model.get_layer
-    get("stem_conv").set_weights([conv(state["_conv_stem.weight"])])
-    get("stem_bn").set_weights(_bn_weights(state, "_bn0"))
-    for b in range(blocks):
-        t, p = f"_blocks.{b}.", f"block{b}_"
-        if t + "_expand_conv.weight" in state:
-            get(p + "expand_conv").set_weights([conv(state[t + "_expand_conv.weight"])])
-            get(p + "expand_bn").set_weights(_bn_weights(state, t + "_bn0"))
-        get(p + "dwconv").set_weights([np.transpose(state[t + "_depthwise_conv.weight"], (2, 3, 0, 1))])
-        get(p + "dw_bn").set_weights(_bn_weights(state, t + "_bn1"))
-        get(p + "project_conv").set_weights([conv(state[t + "_project_conv.weight"])])
-        get(p + "project_bn").set_weights(_bn_weights(state, t + "_bn2"))
-    get("top_conv").set_weights([conv(state["_conv_head.weight"])])
-    get("top_bn").set_weights(_bn_weights(state, "_bn1"))
+    source = "weights" if isinstance(weights, dict) else os.fspath(weights)
+    state = weights if isinstance(weights, dict) else read_state(weights)
+
+    def take(key):
+        if key not in state:
+            sample = ", ".join(list(state)[:3])
+            raise WeightsError(f"{source}: no tensor {key!r}; not an EfficientNet-Lite state dict for {model.name} "
+                               f"(it has {len(state)} tensors: {sample}, ...)")
+        return state[key]
+
+    conv = lambda key: np.transpose(take(key), (2, 3, 1, 0)) if take(key).ndim == 4 else take(key)
+    bn = lambda p: [take(p + ".weight"), take(p + ".bias"), take(p + ".running_mean"), take(p + ".running_var")]
+    plan = [("stem_conv", ["_conv_stem.weight"], lambda: [conv("_conv_stem.weight")]),
+            ("stem_bn", ["_bn0"], lambda: bn("_bn0"))]
+    blocks = [l.name[:-len("_dwconv")] for l in model.layers if l.name.endswith("_dwconv")]
+    found = len({k.split(".")[1] for k in state if k.startswith("_blocks.")})
+    if found != len(blocks):
+        raise WeightsError(f"{source}: has {found} MBConv blocks; {model.name} has {len(blocks)} "
+                           "(weights of another EfficientNet-Lite size?)")
+    for b, p in enumerate(blocks):
+        t = f"_blocks.{b}."
+        if any(l.name == p + "_expand_conv" for l in model.layers):
+            plan += [(p + "_expand_conv", [t + "_expand_conv.weight"], lambda t=t: [conv(t + "_expand_conv.weight")]),
+                     (p + "_expand_bn", [t + "_bn0"], lambda t=t: bn(t + "_bn0"))]
+        plan += [(p + "_dwconv", [t + "_depthwise_conv.weight"],
+                  lambda t=t: [np.transpose(take(t + "_depthwise_conv.weight"), (2, 3, 0, 1))
+                               if take(t + "_depthwise_conv.weight").ndim == 4 else take(t + "_depthwise_conv.weight")]),
+                 (p + "_dw_bn", [t + "_bn1"], lambda t=t: bn(t + "_bn1")),
+                 (p + "_project_conv", [t + "_project_conv.weight"], lambda t=t: [conv(t + "_project_conv.weight")]),
+                 (p + "_project_bn", [t + "_bn2"], lambda t=t: bn(t + "_bn2"))]
+    plan += [("top_conv", ["_conv_head.weight"], lambda: [conv("_conv_head.weight")]),
+             ("top_bn", ["_bn1"], lambda: bn("_bn1"))]
     if any(l.name == "predictions" for l in model.layers):
-        get("predictions").set_weights([state["_fc.weight"].T, state["_fc.bias"]])
+        plan.append(("predictions", ["_fc"], lambda: [take("_fc.weight").T, take("_fc.bias")]))
+    for name, keys, arrays in plan:  # check everything before changing anything
+        layer, values = model.get_layer(name), arrays()
+        want = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(np.shape(v)) for v in values]
+        if want != got:
+            raise WeightsError(f"{source}: tensors {keys[0]}* have shapes {got}; layer {name} of {model.name} "
+                               f"needs {want}")
+    for name, _, arrays in plan:
+        model.get_layer(name).set_weights([np.asarray(v, np.float32) for v in arrays()])
     return model

@@ -169,11 +169,28 @@ def create(name, image_size=None, weights="imagenet"):
         else:
             _load_keras_imagenet(bb, base, (h, w))
     elif weights:
+        from .weightfile import WeightsError, check_path, sniff
+        check_path(weights)
+        if sniff(weights) != "hdf5" and not os.fspath(weights).endswith(".keras"):
+            raise WeightsError(f"{weights}: not a Keras weights file (.weights.h5, .h5 or .keras); backbone {name} "
+                               "is built by keras.applications and reads Keras weights")
         try:
             base.load_weights(weights)
         except Exception as e:
-            raise SmallvisionError(f"{weights}: cannot load {name} weights ({str(e).splitlines()[0]})") from None
+            raise WeightsError(f"{weights}: cannot load {name} weights ({(str(e) or type(e).__name__).splitlines()[0]})") from None
     return model
+
+
+def check_weights(name, weights, image_size=None):
+    """Check a user's weights file at the edge, before any work: it exists, is readable, is read
+    without running code, and its tensors' names and shapes fit backbone ``name``.
+
+    Raises:
+        WeightsError: a one-line message that names the file and says what was wrong.
+    """
+    from .weightfile import check_path
+    check_path(weights)
+    create(name, image_size, weights=weights)
 
 
 def _load_keras_imagenet(bb, base, size):

@@ -20,6 +20,7 @@ DEFAULT_EPOCHS = 20
 DEFAULT_LEARNING_RATE = 1e-3
 OPTIONS = ("backbone", "head", "weights")
 default_image_size = pretrained.default_image_size
+validate = pretrained.validate
 
 
 def build(image_size, num_classes, seed, learning_rate, options=None):

@@ -56,6 +56,7 @@ def default_image_size(options):
 def validate(options, class_names):
     """A start run must have been trained on the same classes, from a pretrained base."""
     if not options.get("start"):
+        pretrained.validate(options, class_names)
         return
     config = _start_config(options["start"])
     if config is None:

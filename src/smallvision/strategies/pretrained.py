@@ -30,6 +30,15 @@ def options(options):
     return o
 
 
+def validate(opts, class_names=None):
+    """Options checked before a run folder exists: the backbone's name, the head, and a
+    ``weights`` file (readable, read without running code, tensors that fit the backbone)."""
+    o = options(opts)
+    if o["weights"] not in (None, "imagenet"):
+        from ..backbones.registry import check_weights
+        check_weights(o["backbone"], o["weights"])
+
+
 def default_image_size(opts):
     """The backbone's native input size (224 for Lite0, the chapter's 180 for VGG)."""
     from ..backbones.registry import get
