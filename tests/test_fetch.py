@@ -188,3 +188,25 @@ def test_archive_member_names_never_choose_where_files_go(tmp_path):
     written = {os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs}
     assert all(p.startswith(os.path.join("a", "b", "data")) or p == "evil.zip" for p in written), written
     assert sorted(os.listdir(os.path.join(r["folder"], "train", "cats"))) == ["cat.0.jpg", "cat.1.jpg", "cat.2.jpg"]
+
+
+def test_a_zip_bomb_member_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """zipfile stops at a member's declared size, so checking that size bounds what is inflated."""
+    monkeypatch.setattr(fetch, "MAX_FILE_BYTES", 50_000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for n in range(9):
+            cat = b"\0" * 10_000_000 if n == 2 else jpeg(n)  # cat 2: 10 MB of zeros, ~10 kB compressed
+            z.writestr(f"PetImages/Cat/{n}.jpg", cat)
+            z.writestr(f"PetImages/Dog/{n}.jpg", jpeg(n + 100))
+    (tmp_path / "bomb.zip").write_bytes(buf.getvalue())
+    r = fetch.get_cats_vs_dogs(tmp_path / "data", source=tmp_path / "bomb.zip", sizes=SIZES, progress=False)
+    assert ("PetImages/Cat/2.jpg", "too large for an image (10,000,000 bytes inflated; the limit is 50,000)") \
+        in r["dropped"]
+    monkeypatch.setattr(fetch, "MAX_INNER_ZIP_BYTES", 1000)
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w") as z:
+        z.writestr("train.zip", buf.getvalue())
+    (tmp_path / "kaggle.zip").write_bytes(outer.getvalue())
+    with pytest.raises(SmallvisionError, match="would inflate to"):
+        fetch.get_cats_vs_dogs(tmp_path / "data2", source=tmp_path / "kaggle.zip", sizes=SIZES, progress=False)

@@ -41,8 +41,8 @@ def test_predict_a_folder_with_a_broken_file(trained, tmp_path):
 def test_predict_applies_the_training_preprocessing(trained):
     """Same pixels in, same probabilities out: predict on a file equals the model on its cached decode."""
     import keras
-    import numpy as np
-    from smallvision.data.decode import DecodeSpec, read_image
+    from smallvision.data.decode import DecodeSpec
+    from smallvision.data.imagefile import read_image
     data, run = trained
     f = sorted((data / "discs").iterdir())[0]
     [row] = api.predict(run.path, [f])
@@ -60,11 +60,15 @@ def test_predict_a_bare_model_file_and_globs(trained):
 def test_cli_predict_writes_csv_and_json(trained, tmp_path, capsys):
     data, run = trained
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
-    missing = str(tmp_path / "missing.jpg")
-    assert cli.main(["predict", run.path, str(data / "discs"), missing, "--output", str(out_csv)]) == 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff")
+    assert cli.main(["predict", run.path, str(data / "discs"), str(broken), "--output", str(out_csv)]) == 0
     rows = list(csv.DictReader(out_csv.open()))
-    assert len(rows) == 17 and rows[-1]["error"].startswith("unreadable")
+    assert len(rows) == 17 and rows[-1]["error"].startswith("not an image")
     assert set(rows[0]) == {"path", "class", "probability", "p_bars", "p_discs", "error"}
+    missing = str(tmp_path / "missing.jpg")  # a path that names nothing: an error before any work
+    assert cli.main(["predict", run.path, str(data / "discs"), missing, "--output", str(tmp_path / "m.csv")]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()
     assert cli.main(["predict", run.path, str(data / "discs"), "--output", str(out_json)]) == 0
     assert len(json.loads(out_json.read_text())) == 16
 

@@ -1,7 +1,8 @@
 """Decode one image file to a uint8 RGB array at the target size — the only decoder in smallvision.
 
 Training (through the cache), prediction and the scan's integrity check all call
-:func:`decode_bytes`, so an image is preprocessed the same way everywhere.
+:func:`decode_bytes`, so an image is preprocessed the same way everywhere. Reading the
+file is :mod:`.imagefile`'s job (regular files only, size limit).
 
 How an image becomes ``height × width × 3`` uint8:
 
@@ -19,6 +20,7 @@ How an image becomes ``height × width × 3`` uint8:
 Every byte of the entropy-coded data is decoded in step 2, so a truncated or corrupt file
 fails here: the scan uses this same decode as its integrity check.
 """
+import contextlib
 import dataclasses
 import io
 import warnings
@@ -27,13 +29,23 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-cv2.setNumThreads(1)  # we parallelise over files; nested thread pools only oversubscribe 2 cores
-
 DECODER_VERSION = 1  # bump when the pixels this module produces change: it invalidates caches
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
 _EXIF_ORIENTATION = 0x0112
+
+
+@contextlib.contextmanager
+def opencv_threads(n=1):
+    """OpenCV's own thread count while a pool of ours decodes files in parallel (nested thread
+    pools only oversubscribe the cores); the previous setting is restored afterwards."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 class BadImage(Exception):
@@ -214,15 +226,3 @@ def decode_bytes(data, spec):
     except Image.DecompressionBombWarning as e:
         raise BadImage(f"decompression bomb refused: {e}") from None
     return _finish(a, orientation, spec), info
-
-
-def read_image(path, spec):
-    """Decode the file at ``path``; BadImage names what is wrong (not the path)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except IsADirectoryError:
-        raise BadImage("is a folder, not a file") from None
-    except OSError as e:
-        raise BadImage(f"unreadable: {e.strerror or e}") from None
-    return decode_bytes(data, spec)

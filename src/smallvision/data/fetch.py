@@ -27,6 +27,7 @@ from .._io import write_text_atomic
 from ..errors import SmallvisionError
 from ..progress import Progress
 from .decode import BadImage, decode_bytes
+from .imagefile import MAX_FILE_BYTES, read_file
 from .scan import VERIFY_SPEC
 
 OFFICIAL_URL = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
@@ -41,6 +42,7 @@ KNOWN_ARCHIVES = {
     "kagglecatsanddogs_5340.zip": dict(bytes=None, sha256=None, per_class=12_500),
 }
 CHAPTER_SIZES = (("train", 1000), ("validation", 500), ("test", 1000))
+MAX_INNER_ZIP_BYTES = 4 * 2 ** 30  # Kaggle's train.zip is 0.54 GB; a zip bomb says it is far larger
 CLASSES = {"cat": "cats", "dog": "dogs"}
 _PETIMAGES = re.compile(r"(?:^|/)(Cat|Dog)/(\d+)\.jpe?g$", re.IGNORECASE)
 _KAGGLE = re.compile(r"(?:^|/)(cat|dog)\.(\d+)\.jpe?g$", re.IGNORECASE)
@@ -126,6 +128,14 @@ def _classify(name):
     return CLASSES[m.group(1).lower()], int(m.group(2))
 
 
+def _read_member(archive, info):
+    """A photo's bytes from the archive; a member that would inflate past the image size limit
+    (a zip bomb) is refused before it is inflated."""
+    if info.file_size > MAX_FILE_BYTES:
+        raise BadImage(f"too large for an image ({info.file_size:,} bytes inflated; the limit is {MAX_FILE_BYTES:,})")
+    return archive.read(info)
+
+
 def _members(source):
     """Yield (class, number, name, read()) for every photo in a zip (nested zips too) or folder."""
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
@@ -134,7 +144,7 @@ def _members(source):
                 path = os.path.join(dirpath, n)
                 hit = _classify(os.path.relpath(path, source).replace(os.sep, "/"))
                 if hit:
-                    yield hit[0], hit[1], os.path.relpath(path, source), (lambda p=path: open(p, "rb").read())
+                    yield hit[0], hit[1], os.path.relpath(path, source), (lambda p=path: read_file(p))
         return
     try:
         archive = zipfile.ZipFile(source)
@@ -143,11 +153,14 @@ def _members(source):
     # The archive stays open while the readers yielded here are in use (closed when collected).
     for info in archive.infolist():
         if info.filename.lower().endswith(".zip") and "train" in os.path.basename(info.filename).lower():
+            if info.file_size > MAX_INNER_ZIP_BYTES:  # zipfile never inflates past the declared size
+                raise SmallvisionError(f"{source}: member {info.filename} would inflate to {info.file_size:,} bytes "
+                                       f"(more than {MAX_INNER_ZIP_BYTES:,}); not a dogs-vs-cats archive")
             yield from _members(io.BytesIO(archive.read(info)))  # Kaggle's zip holds train.zip
             continue
         hit = _classify(info.filename)
         if hit and not info.is_dir():
-            yield hit[0], hit[1], info.filename, (lambda i=info: archive.read(i))
+            yield hit[0], hit[1], info.filename, (lambda i=info: _read_member(archive, i))
 
 
 def get_cats_vs_dogs(to="data", source=None, url=OFFICIAL_URL, sha256=None, sizes=CHAPTER_SIZES, progress=True):
@@ -195,8 +208,8 @@ def get_cats_vs_dogs(to="data", source=None, url=OFFICIAL_URL, sha256=None, size
         for number, name, read in items:
             if len(kept) == need:
                 break
-            data = read()
             try:
+                data = read()
                 _, info = decode_bytes(data, VERIFY_SPEC)
             except BadImage as e:
                 dropped.append((name, str(e)))

@@ -23,11 +23,11 @@ from .._io import write_json_atomic
 from ..errors import SmallvisionError
 from ..progress import Progress
 from .cache import DecodeCache, default_cache_root
-from .decode import DECODER_VERSION, BadImage, DecodeSpec, decode_bytes
+from .decode import DECODER_VERSION, BadImage, DecodeSpec, decode_bytes, opencv_threads
+from .imagefile import NOT_REGULAR, read_file, visible, walk
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
                "test": "test"}
-IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX"}
 VERIFY_SPEC = DecodeSpec(8, 8)  # smallest decode that still reads every byte of the file
 _EXT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".gif": "GIF",
                 ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -87,40 +87,15 @@ class Index:
         return "\n".join(lines)
 
 
-def _visible(name):
-    return not name.startswith(".") and name not in IGNORED_NAMES
-
-
 def _subdirs(folder):
-    return sorted(n for n in os.listdir(folder) if _visible(n) and os.path.isdir(os.path.join(folder, n)))
+    return sorted(n for n in os.listdir(folder) if visible(n) and os.path.isdir(os.path.join(folder, n)))
 
 
 def _files_under(folder, rel_prefix, warnings):
-    """Every visible file under ``folder``, recursively, sorted, as root-relative paths.
-
-    Linked folders are followed once: a link back to a folder already being walked (a loop)
-    or already walked is skipped with a warning.
-    """
-    out = []
-    top = os.path.realpath(folder)
-    seen = {top}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        rel = os.path.relpath(dirpath, folder)
-        keep = []
-        for d in sorted(d for d in dirnames if _visible(d)):
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if real in seen or top.startswith(real + os.sep):  # seen, or an ancestor: a loop
-                where = "/".join([rel_prefix] + ([] if rel == "." else rel.split(os.sep)) + [d])
-                warnings.append((where, "linked folder already scanned (a loop or a second link): skipped"))
-                continue
-            seen.add(real)
-            keep.append(d)
-        dirnames[:] = keep
-        for n in sorted(filenames):
-            if _visible(n):
-                parts = [rel_prefix] + ([] if rel == "." else rel.split(os.sep)) + [n]
-                out.append("/".join(parts))
-    return out
+    """Every visible file under ``folder`` (see :func:`.imagefile.walk`), as root-relative paths."""
+    found, notes = walk(folder)
+    warnings += [("/".join([rel_prefix, rel]) if rel else rel_prefix, msg) for rel, msg in notes]
+    return ["/".join([rel_prefix, rel]) for rel in found]
 
 
 def find_files(root):
@@ -130,7 +105,7 @@ def find_files(root):
         raise SmallvisionError(f"{root}: {what} (expected a folder with one sub-folder per class)")
     top = _subdirs(root)
     warnings = [(n, "file directly in the data folder, not in a class folder: ignored")
-                for n in sorted(os.listdir(root)) if _visible(n) and os.path.isfile(os.path.join(root, n))]
+                for n in sorted(os.listdir(root)) if visible(n) and os.path.isfile(os.path.join(root, n))]
     split_dirs = [d for d in top if d.lower() in SPLIT_NAMES]
     has_splits = bool(split_dirs) and any(SPLIT_NAMES[d.lower()] == "train" for d in split_dirs)
     files = []
@@ -197,10 +172,9 @@ class _Memo:
 def _check(abspath, spec, writer):
     """Read, hash and decode one file; store the pixels if a writer is given. -> (sha, verdict)"""
     try:
-        with open(abspath, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return None, {"reject": f"unreadable: {e.strerror or e}"}
+        data = read_file(abspath)
+    except BadImage as e:
+        return None, {"reject": str(e)}
     sha = hashlib.sha256(data).hexdigest()
     try:
         array, info = decode_bytes(data, spec)
@@ -243,7 +217,7 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_
             continue
         sizes[rel] = st.st_size
         if not stat.S_ISREG(st.st_mode):  # reading a pipe would block forever
-            known[rel] = (None, {"reject": "not a regular file (a pipe, socket or device)"})
+            known[rel] = (None, {"reject": NOT_REGULAR})
             continue
         hit = memo.get(rel, st)
         if hit and ("reject" in hit[1] or cache is None or hit[0] in cache):
@@ -255,7 +229,7 @@ def scan(root, spec=None, cache_root=None, workers=None, progress=True, require_
         bar = Progress(f"decoding {root}" if cache is not None else f"checking {root}", len(todo), enabled=progress)
         writer = cache.writer() if cache is not None else None
         try:
-            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            with opencv_threads(1), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
                 jobs = [(rel, st, pool.submit(_check, abspath, spec or VERIFY_SPEC, writer))
                         for rel, abspath, st in todo]
                 for rel, st, job in jobs:
