@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from smallvision import api, cli
+from smallvision.explain import verbs
 from smallvision.explain import conv as ref
 from smallvision.explain.anatomy import layer_table
 from smallvision.explain.maps import GAP, LABEL_WIDTH, _value_and_gradient
@@ -78,7 +79,7 @@ def test_explain_model_receptive_fields_of_the_chapters_convnet():
 
 
 def test_explain_model_expands_nested_augmentation():
-    rows = layer_table(api._model_for("augment", (96, 96))[0])
+    rows = layer_table(verbs._model_for("augment", (96, 96))[0])
     assert [r.name for r in rows if r.depth == 1] == ["random_flip", "random_rotation", "random_zoom"]
 
 
@@ -113,7 +114,8 @@ def test_explain_activations_grid(small_run, tmp_path):
     text, _ = api.explain_activations(run.path, image, str(out), per_layer=8)
     assert Image.open(out).size == (LABEL_WIDTH + 8 * (64 + GAP), 5 * (64 + GAP))
     lines = text.splitlines()
-    assert lines[1].startswith("conv1") and "98x98x32" in lines[1] and "2x2x256" in lines[5]
+    assert lines[0] == "showing all 5 conv layers"
+    assert lines[2].startswith("conv1") and "98x98x32" in lines[2] and "2x2x256" in lines[6]
 
 
 def test_explain_heatmap(small_run, tmp_path):
@@ -122,7 +124,7 @@ def test_explain_heatmap(small_run, tmp_path):
     text, _ = api.explain_heatmap(run.path, image, str(out), class_name="bars")
     assert Image.open(out).size == (2 * (2 * 100 + GAP), 2 * 100)
     assert "heatmap for bars" in text and "2x2 grid" in text
-    with pytest.raises(Exception, match="not one of"):
+    with pytest.raises(Exception, match="class-name must be one of bars, discs"):
         api.explain_heatmap(run.path, image, str(out), class_name="zebras")
 
 
@@ -159,3 +161,82 @@ def test_a_pickled_kernel_file_is_refused_unread(tmp_path):
     with pytest.raises(SmallvisionError, match="k.npy"):
         load_kernel(str(tmp_path / "k.npy"))
     assert not (tmp_path / "pwned").exists()
+
+
+SPREAD = 0.05  # std of a heatmap scaled to [0, 1]: a flat map (all 0 or all 1) has 0; measured 0.09-0.4
+
+
+def _correct_test_photo(run, data):
+    rows = [r for r in run.read_predictions() if r["split"] == "test" and r["true"] == r["predicted"]]
+    assert rows, "the short run classified no test photo correctly"
+    best = max(rows, key=lambda r: r["probability"])
+    return data / best["path"]
+
+
+def _check_explained(run_or_model, photo, tmp_path, grid, size):
+    from smallvision.explain.verbs import activations, heatmap, text
+    h = heatmap(run_or_model, photo, out=str(tmp_path / "heat.png"))
+    assert h.cam.shape == (grid, grid) and 0 <= h.cam.min() and h.cam.max() <= 1
+    assert h.cam.std() > SPREAD, f"flat heatmap on {h.layer}: std {h.cam.std():.3f}"
+    print(f"{h.layer}: {h.cam.shape} std {h.cam.std():.3f} range {h.cam.min():.2f}..{h.cam.max():.2f}")
+    assert Image.open(tmp_path / "heat.png").size == h.picture_size == (2 * (2 * size + GAP), 2 * size)
+    assert f"Grad-CAM on {h.layer}" in text(h)
+    a = activations(run_or_model, photo, out=str(tmp_path / "act.png"), per_layer=4)
+    assert Image.open(tmp_path / "act.png").size == a.picture_size
+    assert a.picture_size == (LABEL_WIDTH + 4 * (64 + GAP), len(a.maps) * (64 + GAP))
+    return h, a
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_explain_pictures_on_every_strategys_run(shared_subset, tmp_path):
+    """Short runs on real photos: scratch, features, features-augment and finetune from it."""
+    train = lambda strategy, **kw: api.train(shared_subset, strategy, out=tmp_path / "runs", verbose=0,
+                                             progress=False, **kw)
+    scratch = train("scratch", epochs=3, image_size=150)
+    h, a = _check_explained(scratch.path, _correct_test_photo(scratch, shared_subset), tmp_path, 5, 150)
+    assert h.layer == "conv5" and list(a.maps) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    features = train("features", epochs=5, image_size=128)
+    h, a = _check_explained(features.path, _correct_test_photo(features, shared_subset), tmp_path, 4, 128)
+    assert h.layer == "efficientnet_lite0/top_conv"
+    assert len(a.maps) == 5 and "each of 5 resolutions (of 49 conv layers" in a.which
+    fa = train("features-augment", epochs=1, image_size=128)
+    _check_explained(fa.path, _correct_test_photo(fa, shared_subset), tmp_path, 4, 128)
+    ft = train("finetune", epochs=1, start=fa.path)
+    _check_explained(ft.model_path, _correct_test_photo(ft, shared_subset), tmp_path, 4, 128)
+
+
+def test_heatmap_inside_a_keras_applications_base_nested_in_a_saved_classifier(tmp_path):
+    """VGG16 from keras.applications, inside our wrapper, inside a classifier saved as .keras."""
+    from smallvision.backbones.registry import create
+    base = create("vgg16", (64, 64), weights=None)
+    x = keras.Input((64, 64, 3), name="image")
+    y = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(base(x)))
+    keras.Model(x, y).save(tmp_path / "vgg.keras")
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(photo)
+    text, _ = api.explain_heatmap(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "h.png"))
+    assert "Grad-CAM on vgg16/vgg16/block5_conv3 (4x4 grid)" in text
+    text, _ = api.explain_activations(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "a.png"))
+    assert "block1_conv2" in text and "block5_conv3" in text and "of 14 conv layers" in text
+
+
+def test_a_model_without_convolutions_is_a_one_line_error(tmp_path, capsys):
+    x = keras.Input((16, 16, 3))
+    keras.Model(x, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))).save(tmp_path / "d.keras")
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (16, 16)).save(photo)
+    for verb in ("heatmap", "activations"):
+        assert cli.main(["explain", verb, str(tmp_path / "d.keras"), str(photo), "--out", str(tmp_path / "o.png")]) == 2
+        err = capsys.readouterr().err
+        assert "the model has no convolution layer" in err and err.count("\n") == 1
+
+
+def test_an_image_argument_that_is_a_pipe_is_refused_at_once(small_run, tmp_path, capsys):
+    import os
+    run, _ = small_run
+    os.mkfifo(tmp_path / "photo.jpg")
+    assert cli.main(["explain", "heatmap", run.path, str(tmp_path / "photo.jpg")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert cli.main(["explain", "conv", str(tmp_path / "photo.jpg")]) == 2
+    assert "not a regular file" in capsys.readouterr().err

@@ -44,3 +44,51 @@ def test_no_pooling_variant_explodes_the_dense_layer():
 def test_unknown_strategy():
     with pytest.raises(SmallvisionError, match="expected one of: scratch, augment, features, features-augment, finetune, nopool"):
         strategies.get("transformer")
+
+
+def test_every_strategy_keeps_the_contract():
+    """One base states the defaults; each registered strategy is one instance of a subclass."""
+    from smallvision.config import RunConfig
+    from smallvision.strategies.base import OPTION_NAMES, Strategy
+    assert strategies.names() == ["scratch", "augment", "features", "features-augment", "finetune", "nopool"]
+    for name in strategies.names():
+        s = strategies.get(name)
+        assert isinstance(s, Strategy) and s.name == name and s.summary and s.default_epochs > 0
+        assert set(s.options) <= set(OPTION_NAMES)
+        config = RunConfig(strategy=name, data=".", image_size=(80, 80), epochs=3, class_names=("a", "b"))
+        assert sum(stage.epochs for stage in s.stages(config)) >= 3
+    plain = strategies.get("scratch")
+    assert plain.default_image_size({}) == (180, 180) and plain.backbone({}) is None
+    assert strategies.get("features").default_image_size({}) == (224, 224)
+    assert strategies.get("features").backbone({}) == "efficientnet_lite0"
+
+
+def test_the_two_class_rule_in_one_place():
+    import numpy as np
+
+    from smallvision import labels
+    assert labels.output_units(2) == 1 and labels.output_units(5) == 5 and labels.classes_of(1) == 2
+    assert labels.as_targets([0, 1], 2).shape == (2, 1) and labels.as_targets([0, 3], 4).dtype == np.int32
+    np.testing.assert_allclose(labels.as_probabilities([[0.25]], 2), [[0.75, 0.25]])
+    out = np.array([[0.25]])
+    assert labels.class_score(out, 0, 2)[0] == 0.75 and labels.class_score(out, 1, 2)[0] == 0.25
+    assert labels.generic_names(1) == ["class_0", "class_1"]
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        labels.output_units(1)
+
+
+def test_a_model_cut_anywhere_computes_what_the_whole_does():
+    """models.walk.split inlines nested models (a pretrained base inside a classifier)."""
+    import numpy as np
+
+    from smallvision.models.walk import conv_layers, split
+    from smallvision.strategies.features_augment import build_model
+    model = build_model((64, 64), 2, 0, 1e-3, {"backbone": "efficientnet_lite0", "weights": None})
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("float32")
+    whole = np.asarray(model(x, training=False))
+    base = model.get_layer("efficientnet_lite0")
+    for layer in (conv_layers(model)[-1], base.get_layer("block1_project_bn"), base.get_layer("stem_conv")):
+        body, head = split(model, layer)
+        np.testing.assert_allclose(np.asarray(head(body(x, training=False), training=False)), whole, atol=1e-4)
+    with pytest.raises(ValueError, match="skip connection around the cut"):  # block2_add reads block1_project_bn
+        split(model, base.get_layer("block2_project_bn"))

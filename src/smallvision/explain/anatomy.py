@@ -8,6 +8,8 @@ whole image. Where branches meet (Add, Concatenate), the widest input counts.
 """
 import dataclasses
 
+from ..models.walk import is_container, producers
+
 WHOLE = "whole image"
 
 
@@ -37,14 +39,6 @@ def _sees_everything(layer):
     return cls in ("Flatten", "Dense") or cls.startswith("Global")
 
 
-def _producers(layer):
-    """Names of the layers whose outputs feed ``layer`` (first call site)."""
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if not nodes:
-        return []
-    return [t._keras_history.operation.name for t in nodes[0].input_tensors if hasattr(t, "_keras_history")]
-
-
 def _shape(layer):
     try:
         return tuple(layer.output.shape[1:])
@@ -64,12 +58,12 @@ def layer_table(model):
         state = {}  # layer name -> (rf, jump) after that layer
         last = (rf_in, jump_in)
         for layer in m.layers:
-            inputs = [state[n] for n in _producers(layer) if n in state]
+            inputs = [state[p.name] for p in producers(layer) if p.name in state]
             rf, jump = max(inputs, key=_width) if inputs else (rf_in, jump_in)
             row = Row(layer.name, type(layer).__name__, _shape(layer), layer.count_params(),
                       bool(layer.trainable), rf, jump, depth)
             rows.append(row)
-            if getattr(layer, "layers", None):  # a nested model: its layers follow, indented
+            if is_container(layer):  # a nested model: its layers follow, indented
                 rf, jump = walk(layer, rf, jump, depth + 1)
             elif rf != WHOLE and _sees_everything(layer):
                 rf = WHOLE

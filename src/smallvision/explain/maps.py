@@ -6,18 +6,16 @@ layout), so they are quick and their dimensions are predictable.
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from .._io import write_bytes_atomic
+from .._io import write_png
+from ..labels import as_probabilities, class_score, classes_of
 from .conv import conv2d
 
 GAP = 4
-LABEL_WIDTH = 120
+LABEL_WIDTH = 150  # room for "block15_project_conv"
 
 
 def _png(image, path):
-    import io
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    write_bytes_atomic(path, buf.getvalue())
+    write_png(image, path)
     return image.size
 
 
@@ -33,11 +31,10 @@ def _to_uint8(a):
 def load_grey(path, max_side=512):
     """An image file as a greyscale float array (EXIF applied), at most ``max_side`` pixels wide/high."""
     from ..data.decode import BadImage, open_image
+    from ..data.imagefile import read_file
     from ..errors import SmallvisionError
     try:
-        with open(path, "rb") as f:
-            im = open_image(f.read())
-        im = ImageOps.exif_transpose(im).convert("L")
+        im = ImageOps.exif_transpose(open_image(read_file(path))).convert("L")
     except (OSError, BadImage) as e:
         raise SmallvisionError(f"{path}: {e}") from None
     im.thumbnail((max_side, max_side))
@@ -58,26 +55,43 @@ def conv_picture(grey, kernel, out_path, stride=1, padding="valid"):
     return out, _png(canvas, out_path)
 
 
-def conv_layers(model):
-    """The model's Conv2D layers, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if getattr(layer, "layers", None):
-            found += conv_layers(layer)
-        elif type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
-            found.append(layer)
-    return found
+MAX_ALL_LAYERS = 8  # up to this many conv layers are all shown; more: the last of each resolution
 
 
-def activations(model, image):
-    """{layer name: (h, w, channels) activation} of every conv layer for one uint8 image."""
+def feature_layers(model):
+    """The conv layers whose maps are worth looking at, and a sentence saying which.
+
+    A small net (the chapter's: 5 conv layers) shows every one; a deep pretrained base (Lite0:
+    65) shows the last convolution at each resolution, where each stage of the spatial
+    hierarchy ends.
+    """
+    from ..models.walk import conv_layers
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError("the model has no convolution layer, so nothing to show")
+    if len(convs) <= MAX_ALL_LAYERS:
+        return convs, f"all {len(convs)} conv layers"
+    chosen = []
+    for layer in convs:
+        size = tuple(layer.output.shape[1:3])
+        if chosen and tuple(chosen[-1].output.shape[1:3]) == size:
+            chosen[-1] = layer
+        else:
+            chosen.append(layer)
+    return chosen, (f"the last conv layer at each of {len(chosen)} resolutions (of {len(convs)} conv layers: "
+                    "where each stage of the hierarchy ends)")
+
+
+def activations(model, image, layers=None):
+    """``{layer path: (h, w, channels) activation}`` of ``layers`` (default: :func:`feature_layers`)
+    for one uint8 image; nested models (a pretrained base) included."""
     import keras
-    layers = conv_layers(model)
-    probe = keras.Model(model.input, [l.output for l in layers])
-    outs = probe.predict(image[None], verbose=0)
-    if not isinstance(outs, (list, tuple)):
-        outs = [outs]
-    return {l.name: np.asarray(o[0]) for l, o in zip(layers, outs)}
+
+    from ..models.walk import path_of, split
+    layers = layers or feature_layers(model)[0]
+    body, _ = split(model, list(layers))
+    outs = body(image[None].astype("float32"), training=False)
+    return {path_of(model, l): np.asarray(keras.ops.convert_to_numpy(o))[0] for l, o in zip(layers, outs)}
 
 
 def activation_grid(maps, out_path, per_layer=16, cell=64):
@@ -89,7 +103,8 @@ def activation_grid(maps, out_path, per_layer=16, cell=64):
     for r, (name, a) in enumerate(maps.items()):
         y = r * (cell + GAP)
         zero = float((a <= 0).mean())
-        draw.text((4, y + 4), f"{name}\n{a.shape[0]}x{a.shape[1]}x{a.shape[2]}\n{zero:.0%} zero", fill=0)
+        short = name.rsplit("/", 1)[-1]
+        draw.text((4, y + 4), f"{short}\n{a.shape[0]}x{a.shape[1]}x{a.shape[2]}\n{zero:.0%} zero", fill=0)
         order = np.argsort(-a.reshape(-1, a.shape[-1]).mean(axis=0))[:per_layer]
         for c, ch in enumerate(order):
             tile = Image.fromarray(_to_uint8(a[..., ch])).resize((cell, cell), Image.NEAREST)
@@ -122,33 +137,31 @@ def _value_and_gradient(fn, x):
 
 
 def grad_cam(model, image, class_index=None):
-    """Grad-CAM over the last conv layer for one uint8 image.
+    """Grad-CAM over the last convolution layer (inside a nested pretrained base too) for one
+    uint8 image.
 
-    Returns ``(heatmap in [0, 1] at the conv layer's resolution, probabilities, class_index)``.
+    Returns:
+        ``(heatmap in [0, 1] at the conv layer's resolution, probabilities, class index,
+        path of the layer used, e.g. "efficientnet_lite0/top_conv")``.
     For a sigmoid output p, class 1 scores p and class 0 scores 1 - p.
     """
     import keras
-    from ..metrics import as_probabilities
-    last = conv_layers(model)[-1]
-    body = keras.Model(model.input, last.output)
-    head = keras.Model(last.output, model.output)
+
+    from ..models.walk import conv_layers, path_of, split
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError("the model has no convolution layer, so no map of where it looked")
+    last = convs[-1]
+    body, head = split(model, last)
+    num_classes = classes_of(model.output_shape[-1])
     fmap = np.asarray(keras.ops.convert_to_numpy(body(image[None].astype("float32"), training=False)))
-    probs = as_probabilities(keras.ops.convert_to_numpy(head(fmap, training=False)),
-                             max(2, model.output_shape[-1]))[0]
+    probs = as_probabilities(keras.ops.convert_to_numpy(head(fmap, training=False)), num_classes)[0]
     k = int(np.argmax(probs)) if class_index is None else int(class_index)
-    binary = model.output_shape[-1] == 1
-
-    def score(c):
-        out = head(c, training=False)
-        if binary:
-            return out[:, 0] if k == 1 else 1.0 - out[:, 0]
-        return out[:, k]
-
-    _, grads = _value_and_gradient(score, fmap)
+    _, grads = _value_and_gradient(lambda f: class_score(head(f, training=False), k, num_classes), fmap)
     weights = grads[0].mean(axis=(0, 1))  # one weight per channel: its average gradient
     cam = np.maximum((fmap[0] * weights).sum(axis=-1), 0)
     cam = cam / cam.max() if cam.max() > 0 else cam
-    return cam, probs, k
+    return cam, probs, k, path_of(model, last)
 
 
 def heatmap_picture(image, cam, out_path, scale=2):
