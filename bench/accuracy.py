@@ -32,7 +32,7 @@ def find_run(root, strategy, epochs, seed):
             c = run.config
         except Exception:
             continue
-        if (c["strategy"], c["epochs"], c["seed"], c["data"]) == (strategy, epochs, seed, str(DATA)):
+        if (c.strategy, c.epochs, c.seed, c.data) == (strategy, epochs, seed, str(DATA)):
             return run
     return None
 
@@ -45,23 +45,24 @@ def summary(run, partial=False):
     from smallvision.metrics import classification_metrics
     from smallvision.train import predict_probabilities
 
-    c, history, state = run.config, run.read_history(), run.state or {}
-    out = dict(strategy=c["strategy"], seed=c["seed"], epochs_planned=c["epochs"],
-               epochs_done=state.get("epochs_done", 0), best_epoch=state.get("best_epoch"),
+    from smallvision.config import RunState
+    c, history, state = run.config, run.read_history(), run.state or RunState()
+    out = dict(strategy=c.strategy, seed=c.seed, epochs_planned=c.epochs,
+               epochs_done=state.epochs_done, best_epoch=state.best_epoch,
                best_val_accuracy=round(max((r.get("val_accuracy", 0) for r in history), default=0), 4),
                train_seconds=round(sum(r["seconds"] for r in history), 1),
                median_epoch_seconds=round(sorted(r["seconds"] for r in history)[len(history) // 2], 2) if history else None,
-               status=run.status.get("status"), run=run.name, chapter_2nd_ed_test_accuracy=CHAPTER[c["strategy"]],
-               backend=c["versions"]["backend"], image_size=c["image_size"], batch_size=c["batch_size"])
+               status=run.status.get("status"), run=run.name, chapter_2nd_ed_test_accuracy=CHAPTER[c.strategy],
+               backend=c.versions["backend"], image_size=list(c.image_size), batch_size=c.batch_size)
     if run.status.get("status") == "finished":
         m = run.metrics
         out.update(test_accuracy=m["test"]["accuracy"], test_loss=m["test"]["loss"],
                    validation_accuracy=m["validation"]["accuracy"])
-    elif partial and state.get("best"):
-        prep = prepare(c["data"], DecodeSpec(*c["image_size"]), progress=False)
-        model = keras.saving.load_model(run.file("checkpoint", state["best"]))
+    elif partial and state.best:
+        prep = prepare(c.data, DecodeSpec(*c.image_size), progress=False)
+        model = keras.saving.load_model(run.file("checkpoint", state.best))
         probs = predict_probabilities(model, prep.images["test"], 2)
-        m = classification_metrics(probs, prep.labels["test"], c["class_names"])
+        m = classification_metrics(probs, prep.labels["test"], list(c.class_names))
         out.update(partial=True, test_accuracy_of_best_checkpoint_so_far=m["accuracy"], test_loss=m["loss"])
     return out
 
@@ -77,7 +78,7 @@ def main():
     from smallvision import api
     from smallvision.strategies import get
 
-    epochs = a.epochs or get(a.strategy).DEFAULT_EPOCHS
+    epochs = a.epochs or get(a.strategy).default_epochs
     root = os.environ.get("SMALLVISION_BENCH_RUNS") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                      "smallvision-bench", "runs")
     run = find_run(root, a.strategy, epochs, a.seed)

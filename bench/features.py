@@ -87,14 +87,14 @@ def main():
             if phase == "cold":
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
             print(f"{phase} {head}: {runs[f'{phase}_{head}']}", file=sys.stderr)
-        n_images = sum(sum(v) for v in c["counts"].values())
+        n_images = sum(sum(v) for v in c.counts.values())
         cold, warm = runs[f"cold_{heads[0]}"], runs[f"warm_{heads[0]}"]
         extract = cold["wall_seconds"] - warm["wall_seconds"]  # decode + extraction, the only cold-only work
         result = dict(
             benchmark="features strategy on cats_vs_dogs_small", machine=machine(),
             data=f"cats_vs_dogs_small, first {a.per_class} photos per class of each split" if a.per_class
-            else "cats_vs_dogs_small (all 5,000)", images=n_images, backbone=a.backbone, image_size=c["image_size"],
-            seed=c["seed"], backend=c["versions"]["backend"], runs=runs,
+            else "cats_vs_dogs_small (all 5,000)", images=n_images, backbone=a.backbone, image_size=list(c.image_size),
+            seed=c.seed, backend=c.versions["backend"], runs=runs,
             decode_and_extract_seconds=round(extract, 1), extract_images_per_second=round(n_images / extract, 1),
             peak_rss_gib_cold=round(peak, 2), warm_speedup_vs_cold=round(cold["wall_seconds"] / warm["wall_seconds"], 2),
             goal="Lite0: test >= 99.0 %, faster than the bare probe; vs book >= 2x cold, >= 10x warm; RSS < 3 GiB")
@@ -102,9 +102,9 @@ def main():
             import keras
             from smallvision.strategies import pretrained
             book = run_json([sys.executable, str(BOOK), "extract", str(data), "--base", a.backbone])
-            shape = tuple(pretrained.frozen_base(tuple(c["image_size"]), {"backbone": a.backbone}, weights=False)
+            shape = tuple(pretrained.frozen_base(tuple(c.image_size), {"backbone": a.backbone}, weights=False)
                           .output_shape[1:])
-            head_s = plain_head_seconds(shape, sum(c["counts"]["train"]), sum(c["counts"]["validation"]), a.epochs,
+            head_s = plain_head_seconds(shape, sum(c.counts["train"]), sum(c.counts["validation"]), a.epochs,
                                         heads[0])
             total = book["seconds"] + head_s
             result["book"] = dict(extract=book, head_seconds=round(head_s, 1), end_to_end_seconds=round(total, 1),

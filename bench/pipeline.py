@@ -45,7 +45,8 @@ def fidelity(count=300):
     import numpy as np
     import tensorflow as tf
 
-    from smallvision.data.decode import DecodeSpec, read_image
+    from smallvision.data.decode import DecodeSpec
+    from smallvision.data.imagefile import read_image
     spec = DecodeSpec(180, 180)
     files = sorted((DATA / "train" / "cats").iterdir())[:count // 2] + sorted((DATA / "train" / "dogs").iterdir())[:count // 2]
     diffs, reduced = [], 0

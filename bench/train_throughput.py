@@ -30,7 +30,8 @@ def main():
     from smallvision.data import prepare
     from smallvision.data.dataset import ImageBatches
     from smallvision.data.decode import DecodeSpec
-    from smallvision.strategies import scratch
+    from smallvision import strategies
+    scratch = strategies.get("scratch")
 
     prep = prepare(str(DATA), DecodeSpec(180, 180), progress=False)
     images, labels = prep.images["train"], prep.labels["train"]

@@ -14,7 +14,8 @@ import pytest
 
 from smallvision import api
 from smallvision.data.cache import DecodeCache
-from smallvision.data.decode import DecodeSpec, read_image
+from smallvision.data.decode import DecodeSpec
+from smallvision.data.imagefile import read_image
 from smallvision.errors import SmallvisionError
 from smallvision.runs import Run
 from conftest import make_folder

@@ -55,14 +55,14 @@ def test_an_interrupted_ladder_continues_and_keeps_finished_runs(finished_ladder
         assert os.stat(out / "runs" / name / "model.keras").st_mtime_ns == mtime
     for name in runs:
         run = Run(out / "runs" / name)
-        assert run.status["status"] == "finished" and run.config["image_size"] == [80, 80]
-        assert run.config["split"] == [0.5, 0.25, 0.25]
+        assert run.status["status"] == "finished" and run.config.image_size == (80, 80)
+        assert run.config.split == (0.5, 0.25, 0.25)
     # finetune started from... no features-augment in this ladder: it trained its own head first
     ft = Run(out / "runs" / "finetune-seed0")
-    assert ft.config["options"]["head_epochs"] == 2 and ft.metrics["stages"] == {"head": 1, "finetune": 3}
-    assert Run(out / "runs" / "features-seed1").config["seed"] == 1
+    assert ft.config.options["head_epochs"] == 2 and ft.metrics["stages"] == {"head": 1, "finetune": 3}
+    assert Run(out / "runs" / "features-seed1").config.seed == 1
     # every run saw the same data and splits
-    assert len({Run(out / "runs" / n).config["data_index_sha256"] for n in runs}) == 1
+    assert len({Run(out / "runs" / n).config.data_index_sha256 for n in runs}) == 1
 
 
 def test_ladder_refuses_other_settings_in_the_same_folder(finished_ladder):
@@ -175,5 +175,5 @@ def test_short_ladder_on_real_photos(shared_subset, tmp_path):
     for strategy in ladder.LADDER:
         assert f"| {strategy} |" in report
     ft = Run(os.path.join(out, "runs", "finetune-seed0"))
-    assert ft.config["options"]["start"].endswith("features-augment-seed0")  # the chapter's order
+    assert ft.config.options["start"].endswith("features-augment-seed0")  # the chapter's order
     assert "| class | train | validation | test |" in report and "| cats | 24 | 8 | 8 |" in report

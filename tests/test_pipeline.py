@@ -7,10 +7,10 @@ import pytest
 from smallvision.data import prepare
 from smallvision.data.cache import DecodeCache
 from smallvision.data.dataset import ImageBatches, balanced_class_weight
-from smallvision.data.decode import DecodeSpec, read_image
+from smallvision.data.decode import DecodeSpec
+from smallvision.data.imagefile import read_image
 from smallvision.data.scan import scan
-from smallvision.data.split import make_splits, parse_fractions
-from smallvision.errors import SmallvisionError
+from smallvision.data.split import make_splits
 from conftest import make_folder
 
 SPEC = DecodeSpec(80, 80)
@@ -89,12 +89,6 @@ def test_missing_validation_folder_is_carved_from_train(tmp_path):
     splits = make_splits(index, (0.7, 0.15, 0.15), seed=0)
     assert splits.origin == "folders+carved validation"
     assert len(splits.validation) == 2 * round(20 * 0.15 / 0.85) and len(splits.test) == 6
-
-
-@pytest.mark.parametrize("text", ["0.7,0.3", "0.5,0.5,0.5", "a,b,c", "0,0.5,0.5"])
-def test_bad_fractions(text):
-    with pytest.raises(SmallvisionError, match="Received"):
-        parse_fractions(text)
 
 
 def test_batches_are_uint8_with_labels_shaped_for_the_loss(tiny_data):

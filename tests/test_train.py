@@ -40,11 +40,11 @@ def check_run_folder(run, epochs):
     assert set(m) >= {"validation", "test", "best_epoch"}
     for split in ("validation", "test"):
         assert 0 <= m[split]["accuracy"] <= 1 and np.array(m[split]["confusion_matrix"]).sum() == m[split]["n"]
-        assert set(m[split]["per_class"]) == set(run.config["class_names"])
+        assert set(m[split]["per_class"]) == set(run.config.class_names)
     best = min(history, key=lambda r: r["val_loss"])
     assert m["best_epoch"] == best["epoch"]
     c = run.config
-    assert len(c["data_index_sha256"]) == 64 and c["versions"]["keras"] and c["seed"] == 0
+    assert len(c.data_index_sha256) == 64 and c.versions["keras"] and c.seed == 0
     with open(run.file("curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -55,11 +55,11 @@ def test_short_run_on_real_photos_writes_every_file(shared_subset, tmp_path, str
     run = api.train(shared_subset, strategy, out=tmp_path / "runs", epochs=2, image_size=(96, 96),
                     verbose=0, progress=False)
     check_run_folder(run, 2)
-    assert run.config["split_origin"] == "folders"
-    assert run.config["counts"] == {"train": [24, 24], "validation": [8, 8], "test": [8, 8]}
+    assert run.config.split_origin == "folders"
+    assert run.config.counts == {"train": [24, 24], "validation": [8, 8], "test": [8, 8]}
     assert run.metrics["test"]["n"] == 16
     from smallvision import strategies
-    expected = strategies.get(strategy).build((96, 96), 2, 0, 1e-3).count_params()
+    expected = strategies.get(strategy).build((96, 96), 2, 0, 1e-3, {}).count_params()
     assert plain_keras_load(run.model_path) == f"{expected} (1, 1)"
     with open(run.file("index.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
@@ -72,13 +72,13 @@ def test_early_stopping_and_class_weights(tiny_data, tmp_path):
     m = run.metrics
     assert m["stopped_early"] and m["epochs_done"] < 30
     assert m["epochs_done"] - m["best_epoch"] == 1  # patience 1
-    assert run.config["class_weights"] == {"0": 1.0, "1": 1.0}
+    assert run.config.class_weights == {0: 1.0, 1: 1.0}
 
 
 def test_bad_options_fail_before_a_run_folder_exists(tiny_data, tmp_path):
     with pytest.raises(SmallvisionError, match="at least 78x78"):
         api.train(tiny_data, "scratch", out=tmp_path / "runs", image_size=40, progress=False)
-    with pytest.raises(SmallvisionError, match="epochs must be a positive number"):
+    with pytest.raises(SmallvisionError, match="epochs must be a positive integer"):
         api.train(tiny_data, "scratch", out=tmp_path / "runs", epochs=0, progress=False)
     assert not (tmp_path / "runs").exists()
 
@@ -117,7 +117,7 @@ def test_resume_after_kill_9(tmp_path):
     [run_dir] = list(out.iterdir())
     run = Run.open(run_dir)
     assert run.status["status"] == "running"  # killed: nobody could write anything else
-    done = run.state["epochs_done"]
+    done = run.state.epochs_done
     assert 2 <= done < 6 and len(run.read_history()) == done
     resumed = api.resume(run_dir, verbose=0, progress=False)
     check_run_folder(resumed, 6)
@@ -136,7 +136,7 @@ def test_finished_run_can_train_further(tiny_data, tmp_path):
     run = api.train(tiny_data, "scratch", out=tmp_path / "runs", epochs=1, image_size=80, verbose=0, progress=False)
     more = api.resume(run.path, epochs=3, verbose=0, progress=False)
     assert [r["epoch"] for r in more.read_history()] == [1, 2, 3]
-    assert more.config["epochs"] == 3
+    assert more.config.epochs == 3
 
 
 def test_resume_finds_moved_data(tiny_data, tmp_path):
@@ -146,14 +146,14 @@ def test_resume_finds_moved_data(tiny_data, tmp_path):
     with pytest.raises(SmallvisionError, match="no such folder"):
         api.resume(run.path, epochs=2, progress=False)
     again = api.resume(run.path, epochs=2, verbose=0, progress=False, data=moved)
-    assert len(again.read_history()) == 2 and again.config["data"] == str(moved)
+    assert len(again.read_history()) == 2 and again.config.data == str(moved)
 
 
 def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=2, image_size=64, head="gap",
                     split="0.5,0.25,0.25", verbose=0, progress=False)
     check_run_folder(run, 2)
-    assert run.config["options"] == {"head": "gap"} and run.config["image_size"] == [64, 64]
+    assert run.config.options == {"head": "gap"} and run.config.image_size == (64, 64)
     # model.keras is base + head: it takes images, opens in plain Keras, and predicts like the run
     assert plain_keras_load(run.model_path).endswith("(1, 1)")
     rows = api.predict(run.path, [tiny_data / "bars"])

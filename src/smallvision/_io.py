@@ -36,6 +36,23 @@ def write_json_atomic(path, obj, compact=False):
     write_text_atomic(path, text + "\n")
 
 
+def png_bytes(image):
+    """A Pillow image or a matplotlib figure as PNG bytes (the one PNG encoder of smallvision)."""
+    import io
+    buf = io.BytesIO()
+    if hasattr(image, "savefig"):
+        image.savefig(buf, format="png", dpi=100)
+    else:
+        image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_png(image, path):
+    """Save a Pillow image or a matplotlib figure as a PNG file, atomically. Returns the path."""
+    write_bytes_atomic(path, png_bytes(image))
+    return path
+
+
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -13,19 +13,22 @@ checkpoint, and starts those not begun. ``finetune`` starts from the ``features-
 run of the same seed when the ladder has one (as the chapter does), so the head is not
 trained twice.
 """
-import logging
 import os
 import shutil
 import statistics
 import sys
 import time
 
+from . import runner
+from . import strategies as strategies_module
 from ._io import read_json, write_json_atomic
+from .checks import DEFAULT_SPLIT, check_positive, image_size as parse_image_size, split_fractions
 from .errors import SmallvisionError
-from .report.render import duration
+from .progress import duration
 from .runs import Run
+from .strategies import LADDER
+from .strategies.pretrained import DEFAULT_BACKBONE
 
-LADDER = ("scratch", "augment", "features", "features-augment", "finetune")
 SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split")  # fixed per folder
 
 
@@ -52,36 +55,31 @@ def parse_seeds(seeds, strategies):
     return out
 
 
-def plan(strategies, seeds, epochs_scale, backbone=None):
+def plan(strategies_, seeds, epochs_scale, backbone=None):
     """The runs of a ladder, in order: [{name, strategy, seed, epochs, options}]."""
-    from .strategies import features_augment, get
-    from .strategies.pretrained import DEFAULT_BACKBONE
     runs = []
-    for strategy in strategies:
-        strat = get(strategy)
+    for strategy in strategies_:
+        strat = strategies_module.get(strategy)
         for seed in range(seeds[strategy]):
             options = {}
-            if "backbone" in getattr(strat, "OPTIONS", ()):
+            if "backbone" in strat.options:
                 options["backbone"] = backbone or DEFAULT_BACKBONE
             if strategy == "finetune":
-                if "features-augment" in strategies and seed < seeds["features-augment"]:
+                if "features-augment" in strategies_ and seed < seeds["features-augment"]:
                     options = {"start": f"features-augment-seed{seed}"}  # resolved to the run folder later
                 else:
-                    options["head_epochs"] = max(1, round(features_augment.DEFAULT_EPOCHS * epochs_scale))
+                    head = strategies_module.get("features-augment").default_epochs
+                    options["head_epochs"] = max(1, round(head * epochs_scale))
             runs.append(dict(name=f"{strategy}-seed{seed}", strategy=strategy, seed=seed, options=options,
-                             epochs=max(1, round(strat.DEFAULT_EPOCHS * epochs_scale))))
+                             epochs=max(1, round(strat.default_epochs * epochs_scale))))
     return runs
 
 
 def _settings(data, image_size, backbone, epochs_scale, batch_size, split):
     from .backbones.registry import get as get_backbone
-    from .strategies.pretrained import DEFAULT_BACKBONE
     if image_size is None:  # one size for every strategy: the backbone's own (the chapter: 180 for VGG16)
-        size = get_backbone(backbone or DEFAULT_BACKBONE).native_size
-        image_size = (size, size)
-    elif isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    return dict(data=os.path.abspath(data), image_size=[int(v) for v in image_size],
+        image_size = get_backbone(backbone or DEFAULT_BACKBONE).native_size
+    return dict(data=os.path.abspath(data), image_size=list(parse_image_size(image_size)),
                 backbone=backbone or DEFAULT_BACKBONE, epochs_scale=float(epochs_scale),
                 batch_size=int(batch_size), split=str(split))
 
@@ -133,7 +131,7 @@ def _run_names(out):
 
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-               batch_size=32, split="0.7,0.15,0.15", progress=True, verbose=0, report=True):
+               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True):
     """Train every strategy of the ladder on ``data``; returns the ladder folder.
 
     Args:
@@ -143,27 +141,24 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         seeds: runs per strategy: N, or "STRATEGY=N,..." (others 1).
         image_size: one size for every strategy; default the backbone's native size.
     """
-    from . import api
-    from .strategies import STRATEGIES
-
-    strategies = list(strategies or LADDER)
-    for s in strategies:
-        if s not in STRATEGIES:
-            raise SmallvisionError(f"unknown strategy {s!r}; expected some of: {', '.join(STRATEGIES)}")
-    strategies = [s for s in STRATEGIES if s in strategies]  # the chapter's order
-    if not isinstance(epochs_scale, (int, float)) or epochs_scale <= 0:
-        raise SmallvisionError(f"epochs scale must be a positive number. Received: {epochs_scale!r}")
+    chosen = list(strategies or LADDER)
+    known = strategies_module.names()
+    for s in chosen:
+        if s not in known:
+            raise SmallvisionError(f"unknown strategy {s!r}; expected some of: {', '.join(known)}")
+    chosen = [s for s in known if s in chosen]  # the chapter's order
+    check_positive("epochs_scale", epochs_scale)
+    check_positive("batch_size", batch_size, integer=True)
+    split = ",".join(map(str, split_fractions(split)))
     if not os.path.isdir(data):
         raise SmallvisionError(f"{data}: no such data folder")
     out = out or os.path.join("ladders", os.path.basename(os.path.normpath(os.path.abspath(data))))
     settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split)
     meta = open_folder(out, settings)
-    entries = plan(strategies, parse_seeds(seeds, strategies), epochs_scale, backbone)
+    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
     write_json_atomic(os.path.join(out, "ladder.json"), meta)
 
-    # one process builds many models: TensorFlow's "retracing" warnings say nothing useful here
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     for i, entry in enumerate(entries):
         path = os.path.join(out, "runs", entry["name"])
@@ -171,7 +166,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         header = f"ladder {i + 1}/{len(entries)}: {entry['strategy']}, seed {entry['seed']}"
         if run.status.get("status") == "finished":
             if progress:
-                _log(f"{header}: finished earlier, kept ({api.describe(run)})")
+                _log(f"{header}: finished earlier, kept ({runner.describe(run)})")
             continue
         options = dict(entry["options"])
         if "start" in options:
@@ -179,17 +174,30 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         if progress:
             _log(f"{header}: {entry['epochs']} epochs; ladder {_eta(out, entries[i:])}")
         if os.path.isfile(run.file("config.json")):
-            api.resume(path, verbose=verbose, progress=progress, data=settings["data"])
-            continue
-        if os.path.isdir(path):  # killed before its config was written: nothing to keep
-            shutil.rmtree(path)
-        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-        api.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
-                  image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split, verbose=verbose,
-                  progress=progress, run_dir=path, **options)
+            run = runner.resume(path, verbose=verbose, progress=progress, data=settings["data"])
+        else:
+            if os.path.isdir(path):  # killed before its config was written: nothing to keep
+                shutil.rmtree(path)
+            os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+            run = runner.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
+                               image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
+                               verbose=verbose, progress=progress, run_dir=path, **options)
+        if progress:
+            _log(runner.describe(run))
     if progress:
         _log(f"ladder done in {duration(time.perf_counter() - t0)} (this session)")
     if report:
         from .report import write_report
         write_report(out)
     return out
+
+
+def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
+           batch_size=32, split=DEFAULT_SPLIT, progress=True):
+    """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
+
+    Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
+    See :func:`run_ladder` for the arguments.
+    """
+    return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
+                      progress=progress, verbose=0)

@@ -1,16 +1,18 @@
-"""Classification metrics from predicted probabilities (NumPy only; shared by runs and reports)."""
+"""Classification metrics from predicted probabilities (shared by runs and reports): the loss
+as Keras computes it, and accuracy, confusion matrix and per-class precision/recall/F1 from
+scikit-learn."""
 import numpy as np
+
+from .labels import as_probabilities  # noqa: F401  (re-exported: metrics read model outputs)
 
 EPSILON = 1e-7  # Keras' backend epsilon, used to clip probabilities in cross-entropy
 
 
-def as_probabilities(outputs, num_classes):
-    """Model outputs -> ``[n, num_classes]`` probabilities (a sigmoid output p becomes [1-p, p])."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if num_classes == 2 and outputs.ndim == 2 and outputs.shape[1] == 1:
-        p = outputs[:, 0]
-        return np.stack([1 - p, p], axis=1)
-    return outputs
+def cross_entropy(probs, labels):
+    """Per-sample cross-entropy of the true class, clipped like Keras'."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    return -np.log(np.clip(probs[np.arange(len(labels)), labels], EPSILON, 1 - EPSILON))
 
 
 def classification_metrics(probs, labels, class_names):
@@ -24,24 +26,19 @@ def classification_metrics(probs, labels, class_names):
     Returns:
         A JSON-ready dict. ``confusion_matrix[i][j]`` counts images of class i predicted as j.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    k = len(class_names)
     n = len(labels)
     if n == 0:
         return {"n": 0}
+    classes = list(range(len(class_names)))
     pred = probs.argmax(axis=1)
-    p_true = np.clip(probs[np.arange(n), labels], EPSILON, 1 - EPSILON)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
-    per_class = {}
-    for i, name in enumerate(class_names):
-        tp = cm[i, i]
-        predicted, actual = cm[:, i].sum(), cm[i, :].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = dict(precision=round(float(precision), 4), recall=round(float(recall), 4),
-                               f1=round(float(f1), 4), support=int(actual))
-    return dict(n=n, loss=round(float(-np.log(p_true).mean()), 5), accuracy=round(float((pred == labels).mean()), 5),
-                confusion_matrix=cm.tolist(), per_class=per_class)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=classes, zero_division=0)
+    per_class = {name: dict(precision=round(float(precision[i]), 4), recall=round(float(recall[i]), 4),
+                            f1=round(float(f1[i]), 4), support=int(support[i]))
+                 for i, name in enumerate(class_names)}
+    return dict(n=n, loss=round(float(cross_entropy(probs, labels).mean()), 5),
+                accuracy=round(float(accuracy_score(labels, pred)), 5),
+                confusion_matrix=confusion_matrix(labels, pred, labels=classes).tolist(), per_class=per_class)

@@ -1,6 +1,23 @@
-"""Progress lines for long work (scanning, decoding, extracting): a counter with a rate and an ETA."""
+"""Progress lines for long work (scanning, decoding, extracting): a counter with a rate and an ETA,
+and :func:`duration`, the one way smallvision writes a span of time (ETAs, wall times, reports).
+
+Why not ``keras.utils.Progbar``: it writes to stdout, and smallvision keeps stdout for what a
+command produces (``predict``'s rows, the ladder's table) so that it can be piped; progress
+goes to stderr. In a log (not a terminal) Progbar also says nothing until the end, where this
+prints one line every few seconds.
+"""
 import sys
 import time
+
+
+def duration(seconds):
+    """Seconds -> "42s", "4m05s" or "1h44m"; None -> "-"."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 class Progress:
@@ -34,8 +51,8 @@ class Progress:
         if final:
             msg = f"{self.label}: {self.done}/{self.total} {self.unit} in {elapsed:.1f} s ({rate:.0f}/s)"
         else:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            msg = f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.0f}/s, ETA {eta:.0f} s)"
+            eta = duration((self.total - self.done) / rate) if rate > 0 else "unknown"
+            msg = f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.0f}/s, ETA {eta})"
         if self.tty:
             self.stream.write("\r" + msg + ("\n" if final else ""))
         else:

@@ -27,6 +27,7 @@ import io
 import os
 
 from ._io import read_json, write_json_atomic, write_text_atomic
+from .config import RunConfig, RunState
 from .errors import SmallvisionError
 
 
@@ -85,10 +86,11 @@ class Run:
     # -- JSON files ---------------------------------------------------------------------------
     @property
     def config(self):
-        return read_json(self.file("config.json"))
+        """The run's :class:`~smallvision.config.RunConfig` (read from config.json each time)."""
+        return RunConfig.from_json(read_json(self.file("config.json")))
 
     def write_config(self, config):
-        write_json_atomic(self.file("config.json"), config)
+        write_json_atomic(self.file("config.json"), config.to_json())
 
     @property
     def status(self):
@@ -156,16 +158,16 @@ class Run:
     # -- checkpoints ------------------------------------------------------------------------------
     @property
     def state(self):
-        """The last committed epoch: {epochs_done, last, best, best_epoch, best_val_loss, wait}."""
+        """The last committed epoch (:class:`~smallvision.config.RunState`), or None before the first."""
         try:
-            return read_json(self.file("checkpoint", "state.json"))
-        except (OSError, ValueError):
+            return RunState.from_json(read_json(self.file("checkpoint", "state.json")))
+        except (OSError, ValueError, TypeError):
             return None
 
     def commit_epoch(self, state):
         """Make ``state`` the run's committed epoch, then drop checkpoints it no longer names."""
-        write_json_atomic(self.file("checkpoint", "state.json"), state)
-        keep = {state.get("last"), state.get("best")}
+        write_json_atomic(self.file("checkpoint", "state.json"), state.to_json())
+        keep = {state.last, state.best}
         for name in os.listdir(self.file("checkpoint")):
             if name.endswith(".keras") and name not in keep:
                 try:
@@ -190,3 +192,50 @@ class Run:
     @property
     def model_path(self):
         return self.file("model.keras")
+
+
+# -- "a run folder or a model file": one resolver, one loader ---------------------------------------
+
+class ModelSource:
+    """Where a trained model is: ``model_path`` (a .keras file) and the run it belongs to, if any."""
+
+    def __init__(self, model_path, run=None):
+        self.model_path, self.run = model_path, run
+
+    @property
+    def config(self):
+        """The run's config dict, or None for a bare model file."""
+        return self.run.config if self.run is not None else None
+
+
+def resolve_model(source, what="model"):
+    """A run folder, a model.keras inside one, or a bare .keras file -> :class:`ModelSource`,
+    checked (without loading the model) with a one-line error naming ``source``."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        run = Run.open(source)
+        if not os.path.isfile(run.model_path):
+            raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
+        return ModelSource(run.model_path, run)
+    if not os.path.exists(source):
+        raise SmallvisionError(f"{source}: no such run folder or {what} file")
+    if not os.path.isfile(source) or not source.endswith(".keras"):
+        raise SmallvisionError(f"{source}: expected a run folder or a .keras {what} file")
+    folder = os.path.dirname(os.path.abspath(source))
+    run = Run(folder) if os.path.isfile(os.path.join(folder, "config.json")) else None
+    return ModelSource(source, run)
+
+
+def load_model(path):
+    """Open a saved ``.keras`` model with Keras' safe mode on (a Lambda layer or pickled code is
+    refused); a one-line error naming the file when it cannot be used."""
+    import keras
+
+    path = os.fspath(path)
+    if not path.endswith(".keras"):  # legacy .h5 / SavedModel: not what smallvision writes
+        raise SmallvisionError(f"{path}: expected a .keras model file")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SmallvisionError(f"{path}: cannot load the model: {msg}") from None

@@ -7,8 +7,12 @@ import time
 import keras
 import numpy as np
 
+from .config import RunState
 from .data.dataset import ImageBatches
-from .metrics import as_probabilities, classification_metrics
+from .labels import as_probabilities
+from .metrics import classification_metrics, cross_entropy
+from .progress import duration
+from .runs import load_model
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -33,43 +37,41 @@ class RunRecorder(keras.callbacks.Callback):
         row = {"epoch": done, "seconds": round(time.perf_counter() - self.t0, 3)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         self.history.append(row)
-        state = dict(self.state)
-        state["epochs_done"] = done
-        state["last"] = f"last-{done:04d}.keras"
-        self.run.save_model(self.model, "checkpoint", state["last"])
+        state = self.state.with_(epochs_done=done, last=f"last-{done:04d}.keras")
+        self.run.save_model(self.model, "checkpoint", state.last)
         val_loss = row.get("val_loss", row.get("loss"))
-        if state.get("best_val_loss") is None or val_loss < state["best_val_loss"]:
-            state.update(best=f"best-{done:04d}.keras", best_epoch=done, best_val_loss=val_loss, wait=0)
-            self.run.save_model(self.model, "checkpoint", state["best"])
+        if state.best_val_loss is None or val_loss < state.best_val_loss:
+            state = state.with_(best=f"best-{done:04d}.keras", best_epoch=done, best_val_loss=val_loss, wait=0)
+            self.run.save_model(self.model, "checkpoint", state.best)
         else:
-            state["wait"] = state.get("wait", 0) + 1
-        if self.patience and state["wait"] >= self.patience:
-            state["stopped_early"] = True
+            state = state.with_(wait=state.wait + 1)
+        if self.patience and state.wait >= self.patience:
+            state = state.with_(stopped_early=True)
             self.model.stop_training = True
         self.run.write_history(self.history)
         self.run.commit_epoch(state)
         self.state = state
         if self.log:
-            extra = "  (early stop)" if state.get("stopped_early") else ""
+            extra = "  (early stop)" if state.stopped_early else ""
             left = self.params.get("epochs", done) - done
-            if left > 0 and not state.get("stopped_early"):
+            if left > 0 and not state.stopped_early:
                 mean = sum(r["seconds"] for r in self.history[-5:]) / len(self.history[-5:])
-                extra += f"  ETA {int(mean * left) // 60}m{int(mean * left) % 60:02d}s"
+                extra += f"  ETA {duration(mean * left)}"
             self.log(f"epoch {done}: " + "  ".join(f"{k} {row[k]:.4f}" for k in
                      ("loss", "accuracy", "val_loss", "val_accuracy") if k in row) +
-                     f"  best epoch {state['best_epoch']}{extra}")
+                     f"  best epoch {state.best_epoch}{extra}")
 
 
 def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose="auto", log=None):
     """Fit ``model`` from the committed ``state`` (None: from scratch) up to ``epochs``.
 
-    Returns the final committed state.
+    Returns the final committed :class:`~smallvision.config.RunState`.
     """
-    state = dict(state or {"epochs_done": 0, "wait": 0})
-    initial = state["epochs_done"]
+    state = state or RunState()
+    initial = state.epochs_done
     history = run.read_history()[:initial]
     recorder = RunRecorder(run, history, state, patience=patience, log=log)
-    if initial < epochs and not state.get("stopped_early"):
+    if initial < epochs and not state.stopped_early:
         train_ds.set_epoch(initial)
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial,
                   callbacks=[recorder], verbose=verbose)
@@ -96,23 +98,22 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
     Returns:
         The metrics dict written to ``metrics.json``.
     """
-    best = run.file("checkpoint", state["best"])
-    model = keras.saving.load_model(best)  # plain Keras, as a user would load it
-    if export is None:
+    best = run.file("checkpoint", state.best)
+    model = load_model(best)  # plain Keras, as a user would load it
+    exported = export(model) if export is not None else model
+    if exported is model:  # saved as trained: the checkpoint file is the model file
         tmp = run.file(".tmp-model.keras")
         shutil.copyfile(best, tmp)
         os.replace(tmp, run.model_path)
-        total = model.count_params()
     else:
-        exported = export(model)
         run.save_model(exported, "model.keras")
-        total = exported.count_params()
+    total = exported.count_params()
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    metrics = {"best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
-               "stopped_early": bool(state.get("stopped_early")),
+    metrics = {"best_epoch": state.best_epoch, "epochs_done": state.epochs_done,
+               "stopped_early": bool(state.stopped_early),
                "params": {"trainable": trainable, "total": int(total)}}
-    if len(state.get("stages") or {}) > 1:
-        metrics["stages"] = state["stages"]  # stage name -> its first epoch
+    if len(state.stages) > 1:
+        metrics["stages"] = state.stages  # stage name -> its first epoch
     rows = []
     for name, (images, labels, paths) in evaluation_sets.items():
         if len(labels):
@@ -126,10 +127,9 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
 
 def prediction_rows(split, paths, labels, probs, class_names):
     """One row per image: split, path, true and predicted class, their probabilities, loss."""
-    from .metrics import EPSILON
     pred = probs.argmax(axis=1)
     p_true = probs[np.arange(len(labels)), labels]
-    loss = -np.log(np.clip(p_true, EPSILON, 1 - EPSILON))
+    loss = cross_entropy(probs, labels)
     return [{"split": split, "path": path, "true": class_names[t], "predicted": class_names[p],
              "probability": round(float(probs[i, p]), 5), "p_true": round(float(p_true[i]), 5),
              "loss": round(float(loss[i]), 5)}

@@ -138,7 +138,6 @@ def create(name, image_size=None, weights="imagenet"):
         A ``keras.Model`` whose output is the base's last feature map.
     """
     import keras
-    from keras import layers
 
     bb = get(name)
     h, w = image_size or (bb.native_size, bb.native_size)

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 
+from ..checks import DEFAULT_SPLIT
 from .cache import DecodeCache
 from .decode import DecodeSpec
 from .scan import scan as scan_folder
@@ -26,7 +27,7 @@ class Prepared:
         return [self.index.entries[p].path for p in getattr(self.splits, split)]
 
 
-def prepare(data, spec, fractions=(0.7, 0.15, 0.15), seed=0, cache_root=None, progress=True):
+def prepare(data, spec, fractions=DEFAULT_SPLIT, seed=0, cache_root=None, progress=True):
     """Scan ``data`` (decoding into the cache at ``spec``), split it, and view each split."""
     cache = DecodeCache(spec, cache_root)  # one store, filled by the scan and viewed below
     index = scan_folder(data, spec, cache_root=cache_root, progress=progress, cache=cache)

@@ -10,6 +10,8 @@ import math
 import keras
 import numpy as np
 
+from ..labels import as_targets
+
 
 class ImageBatches(keras.utils.PyDataset):
     """``(images uint8 [B,H,W,3], labels[, sample_weights])`` batches.
@@ -35,7 +37,7 @@ class ImageBatches(keras.utils.PyDataset):
             raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.binary = num_classes == 2
+        self.num_classes = num_classes
         self.batch_size = int(batch_size)
         self.shuffle, self.seed = shuffle, seed
         self.weights = None
@@ -57,8 +59,7 @@ class ImageBatches(keras.utils.PyDataset):
         if not self.shuffle:
             idx = np.sort(idx)
         x = self.images[idx] if isinstance(self.images, np.ndarray) else self.images.take(idx)
-        y = self.labels[idx]
-        y = y.astype(np.float32)[:, None] if self.binary else y.astype(np.int32)
+        y = as_targets(self.labels[idx], self.num_classes)
         if self.weights is not None:
             return x, y, self.weights[idx]
         return x, y
@@ -69,7 +70,12 @@ class ImageBatches(keras.utils.PyDataset):
 
 
 def balanced_class_weight(labels, num_classes):
-    """scikit-learn's "balanced" weights: n_samples / (n_classes * count per class)."""
-    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
-    counts[counts == 0] = 1
-    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}
+    """scikit-learn's "balanced" weights, n_samples / (n_classes * count per class), as {class: weight}
+    (a class absent from ``labels`` gets weight 1: it never weighs a sample)."""
+    from sklearn.utils.class_weight import compute_class_weight
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    out = {c: 1.0 for c in range(num_classes)}
+    out.update({int(c): float(w) for c, w in zip(present, weights)})
+    return out

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from ..checks import DEFAULT_SPLIT
 from ..errors import SmallvisionError
 
 SPLITS = ("train", "validation", "test")
@@ -26,20 +27,6 @@ class Splits:
 
     def items(self):
         return [(name, getattr(self, name)) for name in SPLITS]
-
-
-def parse_fractions(text):
-    """'0.7,0.15,0.15' (or a sequence of three numbers) -> (0.7, 0.15, 0.15), checked."""
-    if not isinstance(text, str):
-        text = ",".join(map(str, text))
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or abs(sum(parts) - 1) > 1e-6:
-        raise SmallvisionError(f"--split expects three fractions train,validation,test that add up to 1 "
-                               f"(e.g. 0.7,0.15,0.15). Received: {text!r}")
-    return parts
 
 
 def _stratified(index, positions, fractions, seed):
@@ -86,7 +73,7 @@ def find_duplicates(index):
     return _duplicates(index, {p: e.split or "all" for p, e in enumerate(index.entries)})
 
 
-def make_splits(index, fractions=(0.7, 0.15, 0.15), seed=0):
+def make_splits(index, fractions=DEFAULT_SPLIT, seed=0):
     """Assign every accepted entry of ``index`` to train, validation or test.
 
     With split folders, the folders decide; a missing ``validation/`` is carved from train

@@ -109,3 +109,58 @@ def format_check(report):
 
 def write_check(report, path):
     write_json_atomic(path, report)
+
+
+# -- the data verbs, as the API and the CLI call them ---------------------------------------------
+
+DATASETS = ("cats-vs-dogs",)
+
+
+def data_get(dataset="cats-vs-dogs", to="data", source=None, url=None, sha256=None, sizes=None, progress=True):
+    """Download (or read from ``source``, a local archive or extracted folder) a data set and
+    write it in the chapter's layout; ``sizes`` are photos per class for train, validation, test.
+
+    Returns the summary of :func:`smallvision.data.fetch.get_cats_vs_dogs`.
+    """
+    from ..checks import check_choice, check_positive
+    from . import fetch
+
+    check_choice("dataset", dataset, DATASETS)
+    if sizes is not None:
+        if len(sizes) != 3:
+            raise SmallvisionError(f"sizes must be three positive numbers train,validation,test. Received: sizes={sizes!r}")
+        sizes = tuple(zip(("train", "validation", "test"), (check_positive("sizes", n, integer=True) for n in sizes)))
+    return fetch.get_cats_vs_dogs(to, source=source, url=url or fetch.OFFICIAL_URL, sha256=sha256,
+                                  sizes=sizes or fetch.CHAPTER_SIZES, progress=progress)
+
+
+def data_split(data, to, validation=0.15, test=0.15, seed=0, progress=True):
+    """Split a plain class-folder set into ``to/{train,validation,test}/`` (hard links where possible)."""
+    from ..checks import check_seed
+    return split_folder(data, to, validation, test, check_seed(seed), progress)
+
+
+def data_check(data, json_path=None, progress=True):
+    """Check a data folder; returns ``(report dict, text)`` and writes the report as JSON if asked."""
+    report = check_folder(data, progress=progress)
+    if json_path:
+        write_check(report, json_path)
+    return report, format_check(report)
+
+
+def scan_and_split(data, image_size=None, crop_to_aspect=False, split=None, seed=0, progress=True, write=None):
+    """``smallvision scan``: check a data folder and split it; with ``image_size``, also fill the
+    decode cache; with ``write`` (a folder), write index.csv, rejects.csv, warnings.csv and
+    duplicates.csv there, as a run folder holds them. Returns ``(index, splits)``."""
+    from ..checks import DEFAULT_SPLIT, check_seed, image_size as parse_image_size, split_fractions
+    from .decode import DecodeSpec
+
+    spec = DecodeSpec(*parse_image_size(image_size), bool(crop_to_aspect)) if image_size else None
+    fractions = split_fractions(DEFAULT_SPLIT if split is None else split)
+    index = scan(data, spec, progress=progress)
+    splits = make_splits(index, fractions, check_seed(seed))
+    if write:
+        from ..runs import Run
+        os.makedirs(write, exist_ok=True)
+        Run(write).write_data_files(index, splits)
+    return index, splits

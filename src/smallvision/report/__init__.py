@@ -25,3 +25,10 @@ def write_report(path, out=None):
     write_text_atomic(md, markdown(content, assets))
     write_text_atomic(page, html_page(content, report["title"]))
     return {"markdown": md, "html": page, "report": report}
+
+
+def summary_table(path):
+    """The ladder's (or run's) strategy table as fixed-width text."""
+    from .collect import collect
+    from .render import summary_table as table
+    return table(collect(path))

@@ -19,27 +19,22 @@ def _mean_std(values):
 
 
 def _backbone(config):
-    from ..strategies import get
-    from ..strategies.pretrained import DEFAULT_BACKBONE
-    options = config.get("options") or {}
-    if "backbone" in options:
-        return options["backbone"]
-    start = options.get("start")
-    if start:
-        folder = start if os.path.isdir(start) else os.path.dirname(start)
-        if os.path.isfile(os.path.join(folder, "config.json")):
-            return _backbone(Run(folder).config)
-    return DEFAULT_BACKBONE if "backbone" in getattr(get(config["strategy"]), "OPTIONS", ()) else None
+    """The run's conv base (for a finetune run: its start run's), or None."""
+    from .. import strategies
+    try:
+        return strategies.get(config.strategy).backbone(config.options)
+    except ValueError:  # e.g. the start run of a finetune run was deleted since
+        return config.options.get("backbone", "?")
 
 
 def _run_item(run):
     config, metrics, history = run.config, run.metrics, run.read_history()
     train_seconds = sum(r.get("seconds", 0) for r in history)
-    n_train = sum(config["counts"]["train"])
+    n_train = sum(config.counts["train"])
     return dict(
-        name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config["strategy"],
-        seed=config["seed"], backbone=_backbone(config), config=config, metrics=metrics, history=history,
-        image_size=config["image_size"], wall_seconds=run.status.get("wall_seconds"),
+        name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config.strategy,
+        seed=config.seed, backbone=_backbone(config), config=config, metrics=metrics, history=history,
+        image_size=list(config.image_size), wall_seconds=run.status.get("wall_seconds"),
         images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
 
 
@@ -65,15 +60,15 @@ def _data_summary(item):
     rejects = run.read_csv("rejects.csv")
     duplicates = [d for d in run.read_csv("duplicates.csv")
                   if d["kind"] != "duplicate within a split"]
-    return dict(data=config["data"], class_names=config["class_names"], counts=config["counts"],
-                split_origin=config.get("split_origin"), rejects=rejects, duplicates=duplicates,
-                duplicates_within=int(config.get("duplicates", 0)) - len(duplicates))
+    return dict(data=config.data, class_names=list(config.class_names), counts=config.counts,
+                split_origin=config.split_origin, rejects=rejects, duplicates=duplicates,
+                duplicates_within=int(config.duplicates) - len(duplicates))
 
 
 def _most_wrong(item, n=WRONG):
     rows = [r for r in Run(item["path"]).read_predictions() if r["split"] == "test"]
     rows.sort(key=lambda r: -r["loss"])
-    data = item["config"]["data"]
+    data = item["config"].data
     return [dict(r, file=r["path"] if os.path.isabs(r["path"]) else os.path.join(data, r["path"])) for r in rows[:n]]
 
 

@@ -6,7 +6,8 @@ import datetime
 import html
 import os
 
-from .plots import curves_png, grid_png, overlay_png
+from ..plots import curves_png, grid_png, overlay_png
+from ..progress import duration
 
 CHAPTER = {"scratch": "69.5 %", "augment": "83.5 %", "features": "≈97 %", "features-augment": "97.5 %",
            "finetune": "98.5 %"}  # Deep Learning with Python, 2nd ed., VGG16, test accuracy
@@ -22,14 +23,6 @@ def percent(ms):
     if mean is None:
         return "-"
     return f"{100 * mean:.1f} %" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
-def duration(seconds):
-    """Seconds -> "4m05s" or "1h44m"; None -> "-"."""
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _ints(values):
@@ -91,7 +84,7 @@ def blocks(report):
         m = item["metrics"].get("test")
         if not m or not m.get("n"):
             continue
-        names = item["config"]["class_names"]
+        names = list(item["config"].class_names)
         out += [("h3", f"{strategy} (seed {item['seed']}): test accuracy {100 * m['accuracy']:.1f} %"),
                 ("table", ["true \\ predicted"] + names, [[n] + [str(v) for v in row]
                                                           for n, row in zip(names, m["confusion_matrix"])], None),
@@ -184,3 +177,13 @@ def html_page(content, title):
             parts.append(f'<img alt="{e(block[2])}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def summary_table(report):
+    """The strategy table of collected ``report`` contents as fixed-width text (for a terminal)."""
+    rows = [("strategy", "backbone", "seeds", "best epoch", "validation", "test")]
+    for r in report["rows"]:
+        rows.append((r["strategy"], r["backbone"], str(r["seeds"]), ", ".join(map(str, r["best_epochs"])),
+                     percent(r["val_accuracy"]), percent(r["test_accuracy"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -4,14 +4,16 @@ import keras
 
 from ..models.augment import chapter_augmentation
 from ..models.convnet import chapter_convnet
-
-NAME = "augment"
-SUMMARY = "the chapter's convnet with augmentation and dropout (RMSprop, 100 epochs)"
-DEFAULT_EPOCHS = 100
-DEFAULT_LEARNING_RATE = 1e-3
+from ..models.heads import compile_classifier
+from .base import Strategy, register
 
 
-def build(image_size, num_classes, seed, learning_rate, options=None):
-    from . import compile_classifier
-    model = chapter_convnet(image_size, num_classes, augmentation=chapter_augmentation(seed), dropout=0.5)
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+@register
+class Augment(Strategy):
+    name = "augment"
+    summary = "the chapter's convnet with augmentation and dropout (RMSprop, 100 epochs)"
+    default_epochs = 100
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        model = chapter_convnet(image_size, num_classes, augmentation=chapter_augmentation(seed), dropout=0.5)
+        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

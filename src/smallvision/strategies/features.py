@@ -12,25 +12,35 @@ import os
 import keras
 import numpy as np
 
+from ..models.heads import compile_classifier
 from . import pretrained
-
-NAME = "features"
-SUMMARY = "pretrained conv base run once, cached features, dense classifier (RMSprop, 20 epochs)"
-DEFAULT_EPOCHS = 20
-DEFAULT_LEARNING_RATE = 1e-3
-OPTIONS = ("backbone", "head", "weights")
-default_image_size = pretrained.default_image_size
-validate = pretrained.validate
+from .base import register
 
 
-def build(image_size, num_classes, seed, learning_rate, options=None):
-    """The head alone, on the base's feature maps (the chapter: Flatten, Dense 256, Dropout 0.5)."""
-    from . import compile_classifier
-    o = pretrained.options(options)
-    shape = pretrained.frozen_base(image_size, o, weights=False).output_shape[1:]
-    inputs = keras.Input(shape=shape, name="features")
-    model = keras.Model(inputs, pretrained.head(inputs, o["head"], num_classes), name=f"{o['backbone']}_{o['head']}_head")
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+@register
+class Features(pretrained.Pretrained):
+    name = "features"
+    summary = "pretrained conv base run once, cached features, dense classifier (RMSprop, 20 epochs)"
+    default_epochs = 20
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        """The head alone, on the base's feature maps (the chapter: Flatten, Dense 256, Dropout 0.5)."""
+        o = pretrained.options(options)
+        shape = pretrained.frozen_base(image_size, o, weights=False).output_shape[1:]
+        inputs = keras.Input(shape=shape, name="features")
+        model = keras.Model(inputs, pretrained.head(inputs, o["head"], num_classes),
+                            name=f"{o['backbone']}_{o['head']}_head")
+        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+
+    def inputs(self, prep, options, progress=True):
+        return cached_features(prep, options, progress)
+
+    def export(self, head, image_size, options):
+        """Frozen base + trained head: one model from uint8 images to probabilities."""
+        o = pretrained.options(options)
+        base = pretrained.frozen_base(image_size, o)
+        images = keras.Input(shape=tuple(image_size) + (3,), name="image")
+        return keras.Model(images, head(base(images, training=False)), name=f"features_{o['backbone']}")
 
 
 def _weights_tag(weights):
@@ -40,7 +50,7 @@ def _weights_tag(weights):
         return "file-" + hashlib.sha256(f.read()).hexdigest()[:12]
 
 
-def inputs(prep, options, progress=True, cache_root=None):
+def cached_features(prep, options, progress=True, cache_root=None):
     """{split: cached features} for every split, extracting only what the cache lacks."""
     from ..data.cache import ArrayStore, default_cache_root
     from ..progress import Progress
@@ -74,11 +84,3 @@ def inputs(prep, options, progress=True, cache_root=None):
         bar.close()
         store.refresh()
     return {name: store.images(s) for name, s in shas.items()}
-
-
-def export(head, image_size, options):
-    """Frozen base + trained head: one model from uint8 images to probabilities."""
-    o = pretrained.options(options)
-    base = pretrained.frozen_base(image_size, o)
-    images = keras.Input(shape=tuple(image_size) + (3,), name="image")
-    return keras.Model(images, head(base(images, training=False)), name=f"features_{o['backbone']}")

@@ -9,22 +9,26 @@ preprocessing -> frozen base (BatchNorm in inference mode) -> the chapter's head
 import keras
 
 from ..models.augment import chapter_augmentation
+from ..models.heads import compile_classifier
 from . import pretrained
-
-NAME = "features-augment"
-SUMMARY = "augmentation + frozen pretrained conv base + dense classifier, end to end (RMSprop, 50 epochs)"
-DEFAULT_EPOCHS = 50
-DEFAULT_LEARNING_RATE = 1e-3
-OPTIONS = ("backbone", "head", "weights")
-default_image_size = pretrained.default_image_size
-validate = pretrained.validate
+from .base import register
 
 
-def build(image_size, num_classes, seed, learning_rate, options=None):
-    from . import compile_classifier
+def build_model(image_size, num_classes, seed, learning_rate, options):
+    """augmentation -> frozen base -> the chapter's head, compiled (finetune's first stage too)."""
     o = pretrained.options(options)
     base = pretrained.frozen_base(image_size, o)
     images = keras.Input(shape=tuple(image_size) + (3,), name="image")
     x = base(chapter_augmentation(seed)(images))
     model = keras.Model(images, pretrained.head(x, o["head"], num_classes), name=f"features_augment_{o['backbone']}")
     return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+
+
+@register
+class FeaturesAugment(pretrained.Pretrained):
+    name = "features-augment"
+    summary = "augmentation + frozen pretrained conv base + dense classifier, end to end (RMSprop, 50 epochs)"
+    default_epochs = 50
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        return build_model(image_size, num_classes, seed, learning_rate, options)

@@ -6,14 +6,16 @@ Its last conv layer sees only 11x11 pixels and its dense layer has millions of w
 import keras
 
 from ..models.convnet import chapter_convnet
-
-NAME = "nopool"
-SUMMARY = "teaching variant: the chapter's convnet without max-pooling (see explain pooling)"
-DEFAULT_EPOCHS = 30
-DEFAULT_LEARNING_RATE = 1e-3
+from ..models.heads import compile_classifier
+from .base import Strategy, register
 
 
-def build(image_size, num_classes, seed, learning_rate, options=None):
-    from . import compile_classifier
-    model = chapter_convnet(image_size, num_classes, pooling=False, name="chapter_convnet_no_pooling")
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+@register
+class NoPool(Strategy):
+    name = "nopool"
+    summary = "teaching variant: the chapter's convnet without max-pooling (see explain pooling)"
+    default_epochs = 30
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        model = chapter_convnet(image_size, num_classes, pooling=False, name="chapter_convnet_no_pooling")
+        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

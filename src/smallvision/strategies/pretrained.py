@@ -10,7 +10,9 @@ exactly those two facts, so the base computes the same features in ``fit`` as in
 import keras
 from keras import layers
 
-from ..models.convnet import classifier_output
+from ..models.heads import classifier_output, compile_classifier
+from ..models.walk import leaves
+from .base import Strategy
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 HEADS = ("flatten", "gap")
@@ -30,28 +32,28 @@ def options(options):
     return o
 
 
-def validate(opts, class_names=None):
-    """Options checked before a run folder exists: the backbone's name, the head, and a
-    ``weights`` file (readable, read without running code, tensors that fit the backbone)."""
-    o = options(opts)
-    if o["weights"] not in (None, "imagenet"):
-        from ..backbones.registry import check_weights
-        check_weights(o["backbone"], o["weights"])
+class Pretrained(Strategy):
+    """What ``features``, ``features-augment`` and ``finetune`` share: the backbone options,
+    the weights file checked at the edge, the backbone's native image size."""
 
+    options = ("backbone", "head", "weights")
 
-def default_image_size(opts):
-    """The backbone's native input size (224 for Lite0, the chapter's 180 for VGG)."""
-    from ..backbones.registry import get
-    size = get(options(opts)["backbone"]).native_size
-    return (size, size)
+    def validate(self, opts, class_names):
+        """The backbone's name, the head, and a ``weights`` file (readable, read without running
+        code, tensors that fit the backbone) — before a run folder exists."""
+        o = options(opts)
+        if o["weights"] not in (None, "imagenet"):
+            from ..backbones.registry import check_weights
+            check_weights(o["backbone"], o["weights"])
 
+    def default_image_size(self, opts):
+        """The backbone's native input size (224 for Lite0, the chapter's 180 for VGG)."""
+        from ..backbones.registry import get
+        size = get(options(opts)["backbone"]).native_size
+        return (size, size)
 
-def leaves(model):
-    """Every layer inside ``model`` that holds no other layers, depth first."""
-    out = []
-    for layer in getattr(model, "layers", []):
-        out += leaves(layer) if getattr(layer, "layers", None) else [layer]
-    return out
+    def backbone(self, opts):
+        return options(opts)["backbone"]
 
 
 def frozen_base(image_size, opts, weights=True):
@@ -97,7 +99,6 @@ def unfreeze_top_block(model, backbone, num_classes, learning_rate):
     Returns:
         (model, names of the layers made trainable)
     """
-    from . import compile_classifier
     try:
         base = model.get_layer(backbone)
     except ValueError:

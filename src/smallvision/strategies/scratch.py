@@ -2,14 +2,16 @@
 import keras
 
 from ..models.convnet import chapter_convnet
-
-NAME = "scratch"
-SUMMARY = "the chapter's convnet from scratch (RMSprop, 30 epochs)"
-DEFAULT_EPOCHS = 30
-DEFAULT_LEARNING_RATE = 1e-3
+from ..models.heads import compile_classifier
+from .base import Strategy, register
 
 
-def build(image_size, num_classes, seed, learning_rate, options=None):
-    from . import compile_classifier
-    model = chapter_convnet(image_size, num_classes)
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+@register
+class Scratch(Strategy):
+    name = "scratch"
+    summary = "the chapter's convnet from scratch (RMSprop, 30 epochs)"
+    default_epochs = 30
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        model = chapter_convnet(image_size, num_classes)
+        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))

@@ -1,0 +1,115 @@
+"""Using a trained model: open a run folder or a ``.keras`` file once, and classify image files
+exactly as training decoded them (the scan's reader and decoder, the run's size and crop)."""
+import dataclasses
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .data.decode import BadImage, DecodeSpec, opencv_threads
+from .data.imagefile import expand, read_image
+from .errors import SmallvisionError
+from .labels import generic_names
+from .progress import Progress
+from .runs import load_model, resolve_model
+
+
+@dataclasses.dataclass
+class OpenModel:
+    """A loaded classifier and what it expects."""
+
+    model: object  # keras.Model, uint8 images in, probabilities out
+    class_names: list
+    spec: DecodeSpec  # how to decode an image file for it
+    source: str  # the model file
+
+    @property
+    def description(self):
+        return f"{self.source} ({self.spec.height}x{self.spec.width})"
+
+
+def open_model(source):
+    """A run folder, a model.keras inside one, or a bare .keras file -> :class:`OpenModel`.
+
+    A run folder gives the training's class names and decoding; a bare model file gives its
+    input size and generic class names (class_0, class_1, …).
+    """
+    where = resolve_model(source)
+    return _load(where)
+
+
+def _load(where):
+    model = load_model(where.model_path)
+    c = where.config
+    if c is not None:
+        return OpenModel(model, list(c.class_names), DecodeSpec(*c.image_size, c.crop_to_aspect), where.model_path)
+    _, h, w, _ = model.input_shape
+    return OpenModel(model, generic_names(model.output_shape[-1]), DecodeSpec(h, w), where.model_path)
+
+
+def read_one(path, spec):
+    """One image file decoded for the model, or a one-line error naming it."""
+    try:
+        return read_image(path, spec)[0]
+    except BadImage as e:
+        raise SmallvisionError(f"{path}: {e}") from None
+
+
+def predict(source, paths, batch_size=32, chunk=256, progress=True):
+    """Classify image files with a trained run (or a .keras file).
+
+    Args:
+        source: a run folder or a .keras model file.
+        paths: files, folders (searched recursively for image files) and glob patterns; one
+            that names nothing (missing, no match, no image inside, an unreadable folder) is
+            a one-line error before any work.
+        batch_size: images per forward pass.
+        chunk: files decoded (in parallel) per step.
+
+    Each file is read and decoded exactly as the scan does in training; a file that cannot be
+    used (a pipe, a corrupt or truncated image, …) is reported in its row (``error``, the
+    scan's reason) and the others go on.
+
+    Returns:
+        A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
+    """
+    from .train import predict_probabilities
+
+    where = resolve_model(source)  # cheap checks first, in the order of the arguments
+    files, warnings = expand(paths)
+    if progress:
+        for path, message in warnings:
+            print(f"warning {path}: {message}", file=sys.stderr)
+    opened = _load(where)
+    spec, class_names = opened.spec, opened.class_names
+
+    def decode(path):
+        try:
+            return read_image(path, spec)[0], None
+        except BadImage as e:
+            return None, str(e)
+
+    rows = []
+    bar = Progress("predicting", len(files), enabled=progress and len(files) > chunk)
+    with opencv_threads(1), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, len(files), chunk):
+            part = files[start:start + chunk]
+            decoded = list(pool.map(decode, part))
+            ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
+            probs = predict_probabilities(opened.model, np.stack([decoded[i][0] for i in ok]) if ok else [],
+                                          len(class_names), batch_size)
+            p_of = dict(zip(ok, probs))
+            for i, path in enumerate(part):
+                if i in p_of:
+                    p = p_of[i]
+                    k = int(np.argmax(p))
+                    rows.append({"path": path, "class": class_names[k], "probability": round(float(p[k]), 5),
+                                 "probabilities": {c: round(float(v), 5) for c, v in zip(class_names, p)},
+                                 "error": None})
+                else:
+                    rows.append({"path": path, "class": None, "probability": None, "probabilities": None,
+                                 "error": decoded[i][1]})
+            bar.update(len(part))
+    bar.close()
+    return rows

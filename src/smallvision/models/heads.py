@@ -1,0 +1,15 @@
+"""The classifier's last layer and its compilation (the two-class rule itself: :mod:`..labels`)."""
+from ..labels import is_binary, loss_for, output_units
+
+
+def classifier_output(x, num_classes, name="predictions"):
+    """Dense(1, sigmoid) for two classes, Dense(N, softmax) for more."""
+    from keras import layers
+    activation = "sigmoid" if is_binary(num_classes) else "softmax"
+    return layers.Dense(output_units(num_classes), activation=activation, name=name)(x)
+
+
+def compile_classifier(model, num_classes, optimizer):
+    """The chapter's loss and metric for the number of classes."""
+    model.compile(optimizer=optimizer, loss=loss_for(num_classes), metrics=["accuracy"])
+    return model

@@ -1,0 +1,264 @@
+"""Training orchestration: ``train`` (check everything, make a run folder, fit, evaluate,
+publish) and ``resume`` (continue a run from its last committed epoch), through the
+strategy's stages.
+
+The order of ``train`` is the promise a user relies on: every argument and option is
+checked — the strategy's too (a weights file, a start run) — and the model is built
+*before* a run folder exists or an image is decoded, so a mistake costs seconds and leaves
+nothing behind. From then on every epoch is committed (``train.py``), so an interrupted or
+killed run resumes where it was.
+"""
+import datetime
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import strategies
+from .checks import DEFAULT_SPLIT, check_choice, check_positive, check_seed, image_size as parse_image_size, \
+    split_fractions
+from .config import RunConfig, RunState, versions
+from .data import prepare
+from .data.decode import DecodeSpec
+from .errors import SmallvisionError
+from .runs import Run
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _now():
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
+          crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
+          split=DEFAULT_SPLIT, verbose="auto", progress=True, backbone=None, head=None, weights=None,
+          start=None, head_epochs=None, run_dir=None):
+    """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
+
+    Args:
+        data: folder with one sub-folder per class, or train/ validation/ test/ holding them.
+        strategy: a registered strategy name ("scratch", "augment", "features",
+            "features-augment", "finetune", "nopool").
+        out: parent folder of the run folders.
+        epochs: default: the strategy's (scratch 30, augment 100, features 20, features-augment 50,
+            finetune 30: its fine-tuning stage).
+        batch_size: images per batch.
+        image_size: ``(height, width)``, one int, or "H,W"; default: 180x180, or the backbone's
+            native size.
+        crop_to_aspect: crop the centre to the target aspect instead of squashing.
+        seed: seeds the split, shuffling, augmentation and weight initialisation (the global
+            Python, NumPy and backend generators are seeded with it when the model is built).
+        learning_rate: default: the strategy's (RMSprop 1e-3).
+        patience: stop after this many epochs without a better val_loss (None: never).
+        class_weight: None or "balanced" (weights inversely proportional to class frequency).
+        split: train,validation,test fractions when ``data`` has no split folders.
+        verbose: Keras' fit verbosity.
+        progress: print scan/decode progress and per-epoch lines (stderr).
+        backbone, head, weights: for pretrained strategies: a name from ``smallvision backbones``,
+            "flatten" or "gap", and "imagenet" / None / a weights file.
+        start, head_epochs: for finetune: a features-augment run (folder or model.keras) to
+            fine-tune, or else how many epochs to train the head first (default 50).
+        run_dir: the run folder itself (instead of a new timestamped one under ``out``).
+
+    Returns:
+        The finished :class:`~smallvision.runs.Run`.
+    """
+    from .data.dataset import balanced_class_weight
+    from .data.scan import find_files
+
+    strat = strategies.get(strategy)
+    epochs = check_positive("epochs", strat.default_epochs if epochs is None else epochs, integer=True)
+    learning_rate = float(check_positive("learning_rate", strat.default_learning_rate if learning_rate is None
+                                         else learning_rate))
+    batch_size = check_positive("batch_size", batch_size, integer=True)
+    patience = check_positive("patience", patience, integer=True, allow_none=True)
+    seed = check_seed(seed)
+    class_weight = None if class_weight == "none" else check_choice("class_weight", class_weight, (None, "balanced"))
+    fractions = split_fractions(split)
+    if head_epochs is not None:
+        head_epochs = check_positive("head_epochs", head_epochs, integer=True)
+    options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights), ("start", start),
+                                 ("head_epochs", head_epochs)) if v is not None}
+    strat.check_options(options)
+    class_names = find_files(os.fspath(data))[0]
+    try:
+        strat.validate(options, class_names)
+        size = parse_image_size(strat.default_image_size(options) if image_size is None else image_size)
+    except SmallvisionError:
+        raise
+    except ValueError as e:
+        raise SmallvisionError(f"strategy {strat.name}: {e}") from None
+    for key in ("start", "weights"):  # files, checked above: recorded absolute so that a resume finds them
+        if options.get(key) not in (None, "imagenet"):
+            options[key] = os.path.abspath(options[key])
+    spec = DecodeSpec(*size, bool(crop_to_aspect))
+    num_classes = len(class_names)
+    model = build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding
+    t0 = time.perf_counter()
+    prep = prepare(data, spec, fractions, seed, progress=progress)
+    weights_by_class = balanced_class_weight(prep.labels["train"], num_classes) if class_weight else None
+    counts = np.bincount(prep.labels["train"], minlength=num_classes)
+    if weights_by_class is None and counts.max() > 1.5 * max(counts.min(), 1) and progress:
+        _log(f"note: train classes are imbalanced ({dict(zip(prep.class_names, counts.tolist()))}); "
+             "consider --class-weight balanced")
+
+    run = Run.create_at(run_dir) if run_dir else Run.create(out, strategy)
+    config = RunConfig(
+        strategy=strategy, data=os.path.abspath(data), image_size=size, crop_to_aspect=spec.crop_to_aspect,
+        decode=spec.key, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        patience=patience, class_weight=class_weight, class_weights=weights_by_class, split=fractions,
+        split_origin=prep.splits.origin, class_names=tuple(prep.class_names),
+        counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
+        data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
+        duplicates=len(prep.splits.duplicates), options=options, versions=versions())
+    run.write_config(config)
+    run.write_data_files(prep.index, prep.splits)
+    run.set_status(status="running", started=_now())
+    if progress:
+        _log(f"run folder: {run.path}")
+    return _train_stages(run, model, prep, config, None, verbose, progress, t0)
+
+
+def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
+    """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint.
+
+    ``data`` points at the data folder when it has moved since the run started; its content
+    must be the same (the data-index hash is checked).
+    """
+    from .runs import load_model
+
+    t0 = time.perf_counter()
+    run = Run.open(run_path)
+    config = run.config
+    if epochs is not None:
+        config = config.with_(epochs=check_positive("epochs", epochs, integer=True))
+    if data is not None:
+        config = config.with_(data=os.path.abspath(data))
+    state = run.state
+    prep = prepare(config.data, DecodeSpec(*config.image_size, config.crop_to_aspect), config.split, config.seed,
+                   progress=progress)
+    if prep.index.digest() != config.data_index_sha256:
+        raise SmallvisionError(f"{config.data}: the data changed since run {run.path} started "
+                               f"(index sha256 {prep.index.digest()[:12]} != {config.data_index_sha256[:12]}); "
+                               "start a new run instead")
+    run.write_config(config)
+    if state is not None and state.epochs_done:
+        if progress:
+            _log(f"resuming {run.path} after epoch {state.epochs_done} of {config.epochs}")
+        import keras
+        keras.utils.set_random_seed(config.seed + state.epochs_done)
+        model = load_model(run.file("checkpoint", state.last))
+        if state.stopped_early and epochs is not None:
+            state = state.with_(stopped_early=False, wait=0)
+    else:  # killed before the first epoch was committed: start again, same seed
+        if progress:
+            _log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
+        state = None
+        model = build(strategies.get(config.strategy), prep.spec, len(prep.class_names), config.seed,
+                      config.learning_rate, config.options)
+    run.set_status(status="running", resumed=_now())
+    return _train_stages(run, model, prep, config, state, verbose, progress, t0)
+
+
+def build(strat, spec, num_classes, seed, learning_rate, options=None):
+    """Seed every generator with ``seed`` (Python, NumPy, the backend), then build the strategy's
+    compiled model; a strategy's ``ValueError`` becomes a one-line error."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    try:
+        return strat.build((spec.height, spec.width), num_classes, seed, learning_rate, options or {})
+    except SmallvisionError:
+        raise
+    except ValueError as e:
+        raise SmallvisionError(f"strategy {strat.name}: {e}") from None
+
+
+def _enter_stage(model, stages, k, state, progress):
+    """Begin stage ``k`` (unless the committed state is already in it): run its ``enter``, and
+    record where it starts. Returns ``(model, state)``."""
+    name, epochs, enter = stages[k]
+    if state.stage >= k:  # resumed inside this stage: the checkpoint already holds its model
+        return model, state
+    if enter is not None:
+        model = enter(model)
+    start = 0 if k == 0 else state.epochs_done
+    state = state.with_(stage=k, stage_start=start, stages=dict(state.stages, **{name: start + 1}))
+    if k:  # early stopping and patience count per stage
+        state = state.with_(stopped_early=False, wait=0)
+    if progress and len(stages) > 1:
+        _log(f"stage {k + 1} of {len(stages)}: {name}, epochs {start + 1}-{start + epochs}")
+    return model, state
+
+
+def _train_stages(run, model, prep, config, state, verbose, progress, t0):
+    """Train through the strategy's stages, then evaluate and publish; ``t0``: when this
+    process began on the run (wall time adds up across resumes in run.json)."""
+    from . import train as train_mod
+    from .data.dataset import ImageBatches
+    from .plots import plot_curves
+
+    before = run.status.get("wall_seconds", 0)
+    strat = strategies.get(config.strategy)
+    n = len(prep.class_names)
+    stages = strat.stages(config)
+    state = state or RunState()
+    try:
+        inputs = strat.inputs(prep, config.options, progress)
+        train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
+                                seed=config.seed, class_weight=config.class_weights)
+        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config.batch_size)
+        for k, stage in enumerate(stages):
+            if k < state.stage:
+                continue
+            model, state = _enter_stage(model, stages, k, state, progress)
+            state = train_mod.fit(model, run, train_ds, val_ds, state.stage_start + stage.epochs, state,
+                                  config.patience, verbose=verbose, log=_log if progress and verbose == 0 else None)
+    except KeyboardInterrupt:
+        run.set_status(status="interrupted", interrupted=_now(), wall_seconds=_wall(before, t0))
+        raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None
+    except OSError as e:  # disk full, folder removed, ...: the last committed epoch is intact
+        try:
+            run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError:
+            pass
+        where = e.filename if e.filename and not os.path.abspath(e.filename).startswith(os.path.abspath(run.path)) \
+            else None
+        if where:
+            raise SmallvisionError(f"{where}: {e.strerror or e}; fix that and continue with: "
+                                   f"smallvision train --resume {run.path}") from None
+        raise SmallvisionError(f"{run.path}: cannot write the run folder ({e.strerror or e}); fix that and "
+                               f"continue with: smallvision train --resume {run.path}") from None
+    except Exception as e:
+        run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    if not state.best:
+        raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
+    sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
+    train_mod.finish(run, state, sets, prep.class_names, config.batch_size,
+                     export=lambda m: strat.export(m, config.image_size, config.options))
+    plot_curves(run.read_history(), run.file("curves.png"), stages=state.stages,
+                title=f"{config.strategy} on {os.path.basename(os.path.normpath(config.data))}")
+    run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
+                   epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
+    return run
+
+
+def _wall(before, t0):
+    """Seconds spent on a run so far: earlier processes' share plus this one's (a process
+    killed with -9 never says how long it ran, so its share is missing)."""
+    return round(before + time.perf_counter() - t0, 1)
+
+
+def describe(run):
+    """One line on a finished run: best epoch and validation/test accuracy."""
+    m = run.metrics
+    parts = [f"{run.path}: best epoch {m['best_epoch']} of {m['epochs_done']}"]
+    for name in ("validation", "test"):
+        if name in m:
+            parts.append(f"{name} accuracy {m[name]['accuracy']:.4f} (loss {m[name]['loss']:.4f}, n={m[name]['n']})")
+    return "; ".join(parts)

@@ -1,0 +1,85 @@
+"""The strategy contract, its defaults, and the registry.
+
+A strategy is a subclass of :class:`Strategy` that sets its name, summary and defaults and
+implements :meth:`~Strategy.build`; every other hook has a default here, so the runner,
+the ladder and the report call them without probing. ``@register`` puts one instance in
+the registry where the class is defined (timm's idea); :func:`get` finds it by name.
+"""
+import collections
+
+from ..checks import DEFAULT_IMAGE_SIZE
+from ..errors import SmallvisionError
+
+Stage = collections.namedtuple("Stage", "name epochs enter")
+Stage.__doc__ = """One stage of training: ``epochs`` epochs; ``enter(model) -> model`` runs once
+when the stage begins (None: nothing to change), e.g. fine-tuning's unfreeze."""
+
+OPTION_NAMES = ("backbone", "head", "weights", "start", "head_epochs")  # every strategy option there is
+
+_REGISTRY = {}
+
+
+class Strategy:
+    """Defaults for every hook; a strategy overrides what it needs."""
+
+    name = ""
+    summary = ""
+    default_epochs = 30
+    default_learning_rate = 1e-3
+    options = ()  # the option names it accepts, from OPTION_NAMES
+
+    def validate(self, options, class_names):
+        """Raise ``ValueError`` (one line) on options that cannot work, before any work is done."""
+
+    def default_image_size(self, options):
+        """``(height, width)`` when the user gives none."""
+        return DEFAULT_IMAGE_SIZE
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        """The compiled ``keras.Model`` that training fits."""
+        raise NotImplementedError
+
+    def inputs(self, prep, options, progress=True):
+        """``{split: array-like}`` the model is fitted on; default: the cached images."""
+        return prep.images
+
+    def export(self, model, image_size, options):
+        """The model saved as model.keras (uint8 images in, probabilities out); default: as trained."""
+        return model
+
+    def stages(self, config):
+        """``[Stage]`` to train through; default: one stage of ``config.epochs`` epochs."""
+        return [Stage("train", config.epochs, None)]
+
+    def backbone(self, options):
+        """The pretrained conv base's registry name, or None (the report's "backbone" column)."""
+        return None
+
+    def check_options(self, options):
+        """Refuse options this strategy does not take, naming the strategies that do."""
+        for key in options:
+            if key not in self.options:
+                users = [s.name for s in _REGISTRY.values() if key in s.options]
+                raise SmallvisionError(f"strategy {self.name} takes no --{key.replace('_', '-')} "
+                                       f"(it is for: {', '.join(users) or 'none'})")
+
+
+def register(cls):
+    """Class decorator: one instance of ``cls`` in the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"strategy name must be new and not empty. Received: name={cls.name!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get(name):
+    """The registered strategy ``name``, or a one-line error listing them."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SmallvisionError(f"unknown strategy {name!r}; expected one of: {', '.join(_REGISTRY)}") from None
+
+
+def names():
+    """Registered strategy names, in registration order (the chapter's, then extras)."""
+    return list(_REGISTRY)
