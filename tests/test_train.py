@@ -174,3 +174,27 @@ def test_backbone_options_are_for_pretrained_strategies(tiny_data, tmp_path):
         api.train(tiny_data, "scratch", out=tmp_path / "runs", backbone="vgg16", progress=False)
     with pytest.raises(SmallvisionError, match="head must be one of"):
         api.train(tiny_data, "features", out=tmp_path / "runs", head="attention", image_size=64, progress=False)
+
+
+def test_run_folders_written_before_the_dataclasses_still_resume_and_report(tiny_data, tmp_path):
+    """config.json / state.json as earlier versions wrote them (no stage bookkeeping, class
+    weights keyed by strings, no decode key) are read, resumed and reported."""
+    import json
+
+    from smallvision.report import summary_table
+    run = api.train(tiny_data, "scratch", out=tmp_path / "runs", epochs=1, image_size=80, class_weight="balanced",
+                    split="0.5,0.25,0.25", verbose=0, progress=False)
+    config = json.loads(open(run.file("config.json")).read())
+    for key in ("decode", "optimizer"):
+        config.pop(key)
+    config["class_weights"] = {"0": 1.0, "1": 1.0}
+    config["unknown_future_key"] = 1
+    open(run.file("config.json"), "w").write(json.dumps(config))
+    state = json.loads(open(run.file("checkpoint", "state.json")).read())
+    for key in ("stage", "stage_start", "stages", "stopped_early"):
+        state.pop(key)
+    open(run.file("checkpoint", "state.json"), "w").write(json.dumps(state))
+    assert run.config.class_weights == {0: 1.0, 1: 1.0} and run.state.stage == -1
+    more = api.resume(run.path, epochs=2, verbose=0, progress=False)
+    assert [r["epoch"] for r in more.read_history()] == [1, 2] and more.state.stages == {"train": 1}
+    assert "scratch" in summary_table(more.path)

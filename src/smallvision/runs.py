@@ -204,7 +204,7 @@ class ModelSource:
 
     @property
     def config(self):
-        """The run's config dict, or None for a bare model file."""
+        """The run's RunConfig, or None for a bare model file."""
         return self.run.config if self.run is not None else None
 
 

@@ -109,9 +109,10 @@ def walk(folder, suffixes=None):
             seen.add(real)
             keep.append(d)
         dirnames[:] = keep
-        for n in sorted(filenames):
-            if visible(n) and (suffixes is None or n.lower().endswith(suffixes)):
-                out.append(rel_of(dirpath, n))
+        prefix = rel_of(dirpath)  # once per folder: thousands of files share it
+        prefix = prefix + "/" if prefix else ""
+        out += [prefix + n for n in sorted(filenames)
+                if visible(n) and (suffixes is None or n.lower().endswith(suffixes))]
     return out, warnings
 
 
