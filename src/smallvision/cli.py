@@ -371,7 +371,7 @@ def add_explain(sub):
     po = _verb(what, "pooling", "the chapter's convnet beside the same net without max-pooling", """
   smallvision explain pooling
   smallvision explain pooling --train data/cats_vs_dogs_small --epochs 5""")
-    po.add_argument("--image-size", type=_size, default=(180, 180))
+    po.add_argument("--image-size", type=_size, help="default: the chapter's 180")
     po.add_argument("--train", metavar="DATA", help="also train both on DATA and compare accuracy")
     po.add_argument("--epochs", type=int, default=5)
     po.add_argument("--out", default="runs", help="parent folder of the two run folders")

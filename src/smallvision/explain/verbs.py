@@ -122,10 +122,11 @@ def model(target, image_size=None):
     return ModelFacts(what, m.count_params(), trainable, rows, last_conv(rows))
 
 
-def pooling(image_size=DEFAULT_IMAGE_SIZE, train_data=None, epochs=5, out="runs", progress=True):
+def pooling(image_size=None, train_data=None, epochs=5, out="runs", progress=True):
     """The chapter's convnet beside the same net without max-pooling; optionally train both."""
     from .anatomy import last_conv, layer_table
 
+    image_size = parse_image_size(image_size or DEFAULT_IMAGE_SIZE)
     facts = {}
     for name in ("scratch", "nopool"):
         m, _ = _model_for(name, image_size)
@@ -276,7 +277,7 @@ def explain_model(target, image_size=None):
     return text(f), f.rows
 
 
-def explain_pooling(image_size=DEFAULT_IMAGE_SIZE, train_data=None, epochs=5, out="runs", progress=True):
+def explain_pooling(image_size=None, train_data=None, epochs=5, out="runs", progress=True):
     """The chapter's convnet beside the same net without max-pooling. Returns ``(text, facts)``."""
     f = pooling(image_size, train_data, epochs, out, progress)
     return text(f), f.facts
