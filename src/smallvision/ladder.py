@@ -48,10 +48,10 @@ def parse_seeds(seeds, strategies):
             name, _, n = part.partition("=")
             if name.strip() not in out or not n.strip().isdigit():
                 raise SmallvisionError(f"seeds must be N or STRATEGY=N,... over {', '.join(strategies)}. "
-                                       f"Received: {seeds!r}")
+                                       f"Received: seeds={seeds!r}")
             out[name.strip()] = int(n)
     if any(n < 1 for n in out.values()):
-        raise SmallvisionError(f"seeds must be at least 1. Received: {seeds!r}")
+        raise SmallvisionError(f"seeds must be at least 1. Received: seeds={seeds!r}")
     return out
 
 
@@ -145,7 +145,8 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     known = strategies_module.names()
     for s in chosen:
         if s not in known:
-            raise SmallvisionError(f"unknown strategy {s!r}; expected some of: {', '.join(known)}")
+            raise SmallvisionError(f"unknown strategy; expected some of: {', '.join(known)}. "
+                                   f"Received: strategies={list(strategies)!r}")
     chosen = [s for s in known if s in chosen]  # the chapter's order
     check_positive("epochs_scale", epochs_scale)
     check_positive("batch_size", batch_size, integer=True)

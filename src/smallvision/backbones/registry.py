@@ -84,7 +84,8 @@ def get(name):
     try:
         return BACKBONES[name]
     except KeyError:
-        raise SmallvisionError(f"unknown backbone {name!r}; expected one of: {', '.join(BACKBONES)}") from None
+        raise SmallvisionError(f"unknown backbone; expected one of: {', '.join(BACKBONES)}. "
+                               f"Received: backbone={name!r}") from None
 
 
 def _keras_home():

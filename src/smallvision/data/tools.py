@@ -29,15 +29,15 @@ def split_folder(data, to, validation=0.15, test=0.15, seed=0, progress=True):
     Only files that decode are placed (rejects are listed in the manifest's companion file);
     identical files stay in one split. Returns a summary dict.
     """
+    fractions = (1 - validation - test, validation, test)  # checked before any work
+    if min(fractions) < 0 or fractions[0] <= 0:
+        raise SmallvisionError(f"--val and --test must be >= 0 and leave room for train. "
+                               f"Received: val={validation}, test={test}")
     if os.path.exists(to) and os.listdir(to):
         raise SmallvisionError(f"{to}: already exists and is not empty; choose a new --to folder")
     index = scan(data, progress=progress)
     if index.has_splits:
         raise SmallvisionError(f"{data}: already has train/validation/test folders")
-    fractions = (1 - validation - test, validation, test)
-    if min(fractions) < 0 or fractions[0] <= 0:
-        raise SmallvisionError(f"--val and --test must be >= 0 and leave room for train. "
-                               f"Received: val={validation}, test={test}")
     splits = make_splits(index, fractions, seed)
     work = os.path.join(os.path.dirname(os.path.abspath(to)), f".tmp-{os.path.basename(os.path.abspath(to))}")
     shutil.rmtree(work, ignore_errors=True)

@@ -77,7 +77,8 @@ def get(name):
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise SmallvisionError(f"unknown strategy {name!r}; expected one of: {', '.join(_REGISTRY)}") from None
+        raise SmallvisionError(f"unknown strategy; expected one of: {', '.join(_REGISTRY)}. "
+                               f"Received: strategy={name!r}") from None
 
 
 def names():
