@@ -42,6 +42,15 @@ def check_choice(name, value, choices):
     return value
 
 
+def lookup(table, name, what):
+    """``table[name]``, or a one-line error listing what there is ("unknown strategy; expected one of: …")."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise SmallvisionError(f"unknown {what}; expected one of: {', '.join(table)}. "
+                               f"Received: {what}={name!r}") from None
+
+
 def image_size(value, name="image_size"):
     """One number of pixels, ``"H,W"`` / ``"HxW"`` text, or a ``(height, width)`` pair -> ``(h, w)``."""
     parts = value

@@ -81,11 +81,9 @@ _NOTOP_FILES = {"vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
 
 
 def get(name):
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise SmallvisionError(f"unknown backbone; expected one of: {', '.join(BACKBONES)}. "
-                               f"Received: backbone={name!r}") from None
+    """The registered backbone ``name``, or a one-line error listing them."""
+    from ..checks import lookup
+    return lookup(BACKBONES, name, "backbone")
 
 
 def _keras_home():
@@ -188,9 +186,7 @@ def check_weights(name, weights, image_size=None):
     Raises:
         WeightsError: a one-line message that names the file and says what was wrong.
     """
-    from .weightfile import check_path
-    check_path(weights)
-    create(name, image_size, weights=weights)
+    create(name, image_size, weights=weights)  # every weights path through create() begins with check_path
 
 
 def _load_keras_imagenet(bb, base, size):

@@ -7,7 +7,7 @@ the registry where the class is defined (timm's idea); :func:`get` finds it by n
 """
 import collections
 
-from ..checks import DEFAULT_IMAGE_SIZE
+from ..checks import DEFAULT_IMAGE_SIZE, lookup
 from ..errors import SmallvisionError
 
 Stage = collections.namedtuple("Stage", "name epochs enter")
@@ -64,6 +64,23 @@ class Strategy:
                                        f"(it is for: {', '.join(users) or 'none'})")
 
 
+class ChapterConvnet(Strategy):
+    """The chapter's convnet trained from scratch with RMSprop; a subclass says only how its
+    convnet differs (:meth:`convnet_options`)."""
+
+    def convnet_options(self, seed):
+        """Keyword arguments of :func:`~smallvision.models.convnet.chapter_convnet`."""
+        return {}
+
+    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+        import keras
+
+        from ..models.convnet import chapter_convnet
+        from ..models.heads import compile_classifier
+        model = chapter_convnet(image_size, num_classes, **self.convnet_options(seed))
+        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+
+
 def register(cls):
     """Class decorator: one instance of ``cls`` in the registry under ``cls.name``."""
     if not cls.name or cls.name in _REGISTRY:
@@ -74,11 +91,7 @@ def register(cls):
 
 def get(name):
     """The registered strategy ``name``, or a one-line error listing them."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SmallvisionError(f"unknown strategy; expected one of: {', '.join(_REGISTRY)}. "
-                               f"Received: strategy={name!r}") from None
+    return lookup(_REGISTRY, name, "strategy")
 
 
 def names():

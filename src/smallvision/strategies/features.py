@@ -12,7 +12,6 @@ import os
 import keras
 import numpy as np
 
-from ..models.heads import compile_classifier
 from . import pretrained
 from .base import register
 
@@ -28,9 +27,8 @@ class Features(pretrained.Pretrained):
         o = pretrained.options(options)
         shape = pretrained.frozen_base(image_size, o, weights=False).output_shape[1:]
         inputs = keras.Input(shape=shape, name="features")
-        model = keras.Model(inputs, pretrained.head(inputs, o["head"], num_classes),
-                            name=f"{o['backbone']}_{o['head']}_head")
-        return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+        return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate,
+                                     name=f"{o['backbone']}_{o['head']}_head")
 
     def inputs(self, prep, options, progress=True):
         return cached_features(prep, options, progress)

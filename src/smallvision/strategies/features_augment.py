@@ -9,7 +9,6 @@ preprocessing -> frozen base (BatchNorm in inference mode) -> the chapter's head
 import keras
 
 from ..models.augment import chapter_augmentation
-from ..models.heads import compile_classifier
 from . import pretrained
 from .base import register
 
@@ -19,9 +18,8 @@ def build_model(image_size, num_classes, seed, learning_rate, options):
     o = pretrained.options(options)
     base = pretrained.frozen_base(image_size, o)
     images = keras.Input(shape=tuple(image_size) + (3,), name="image")
-    x = base(chapter_augmentation(seed)(images))
-    model = keras.Model(images, pretrained.head(x, o["head"], num_classes), name=f"features_augment_{o['backbone']}")
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+    return pretrained.classifier(images, base(chapter_augmentation(seed)(images)), o, num_classes, learning_rate,
+                                 name=f"features_augment_{o['backbone']}")
 
 
 @register

@@ -80,6 +80,12 @@ def head(x, head_kind, num_classes):
     return classifier_output(x, num_classes)
 
 
+def classifier(inputs, features, opts, num_classes, learning_rate, name):
+    """The chapter's head on ``features`` as one compiled model from ``inputs`` (RMSprop)."""
+    model = keras.Model(inputs, head(features, opts["head"], num_classes), name=name)
+    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+
+
 def top_block(backbone, base):
     """Names of the layers fine-tuning unfreezes: the registry's top block, or, for a backbone
     without one, the last four layers that have weights (the chapter's "last 4 layers")."""
