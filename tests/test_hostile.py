@@ -185,14 +185,14 @@ def test_predict_on_an_unreadable_folder_is_a_one_line_error(tmp_path, capsys, m
     import smallvision.data.imagefile as imagefile
     folder = tmp_path / "locked"
     folder.mkdir()
-    real = os.listdir
+    real = os.scandir
 
-    def listdir(p="."):
+    def scandir(p="."):
         if os.fspath(p) == str(folder):
             raise PermissionError(13, "Permission denied", str(folder))
         return real(p)
 
-    monkeypatch.setattr(imagefile.os, "listdir", listdir)
+    monkeypatch.setattr(imagefile.os, "scandir", scandir)
     (tmp_path / "m.keras").write_bytes(b"not opened")
     assert cli.main(["predict", str(tmp_path / "m.keras"), str(folder)]) == 2
     err = capsys.readouterr().err

@@ -2,14 +2,10 @@
 (unless given one), train, evaluate, and classify a few test images."""
 import csv
 import os
-import sys
 
 from . import runner
 from .inference import predict
-
-
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
+from .progress import log
 
 
 def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, image_size=None, progress=True,
@@ -21,7 +17,7 @@ def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, ima
     if data is None:
         data = write_digits(os.path.join(out, "digits"))
         if progress:
-            _log(f"demo data: scikit-learn's 8x8 handwritten digits written as an image folder at {data} "
+            log(f"demo data: scikit-learn's 8x8 handwritten digits written as an image folder at {data} "
                  "(a stand-in; run on your own folder with --data DIR)")
         epochs = 6 if epochs is None else epochs
         image_size = image_size or (80, 80)
@@ -29,7 +25,7 @@ def demo(out="smallvision-demo", data=None, strategy="scratch", epochs=None, ima
                        image_size=image_size, progress=progress, verbose=verbose)
     test_files = [os.path.join(data, *r.split("/")) for r in _split_paths(run, "test")[:5]]
     for row in predict(run.path, test_files, progress=progress):
-        _log(f"predict {row['path']}: {row['class']} ({row['probability']:.3f})")
+        log(f"predict {row['path']}: {row['class']} ({row['probability']:.3f})")
     return run
 
 

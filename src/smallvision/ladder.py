@@ -16,7 +16,6 @@ trained twice.
 import os
 import shutil
 import statistics
-import sys
 import time
 
 from . import runner
@@ -24,16 +23,12 @@ from . import strategies as strategies_module
 from ._io import read_json, write_json_atomic
 from .checks import DEFAULT_SPLIT, check_positive, image_size as parse_image_size, split_fractions
 from .errors import SmallvisionError
-from .progress import duration
+from .progress import duration, log
 from .runs import Run
 from .strategies import LADDER
 from .strategies.pretrained import DEFAULT_BACKBONE
 
 SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split")  # fixed per folder
-
-
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_seeds(seeds, strategies):
@@ -167,13 +162,13 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         header = f"ladder {i + 1}/{len(entries)}: {entry['strategy']}, seed {entry['seed']}"
         if run.status.get("status") == "finished":
             if progress:
-                _log(f"{header}: finished earlier, kept ({runner.describe(run)})")
+                log(f"{header}: finished earlier, kept ({runner.describe(run)})")
             continue
         options = dict(entry["options"])
         if "start" in options:
             options["start"] = os.path.join(out, "runs", options["start"])
         if progress:
-            _log(f"{header}: {entry['epochs']} epochs; ladder {_eta(out, entries[i:])}")
+            log(f"{header}: {entry['epochs']} epochs; ladder {_eta(out, entries[i:])}")
         if os.path.isfile(run.file("config.json")):
             run = runner.resume(path, verbose=verbose, progress=progress, data=settings["data"])
         else:
@@ -184,9 +179,9 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
                                image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
                                verbose=verbose, progress=progress, run_dir=path, **options)
         if progress:
-            _log(runner.describe(run))
+            log(runner.describe(run))
     if progress:
-        _log(f"ladder done in {duration(time.perf_counter() - t0)} (this session)")
+        log(f"ladder done in {duration(time.perf_counter() - t0)} (this session)")
     if report:
         from .report import write_report
         write_report(out)

@@ -3,8 +3,6 @@ as Keras computes it, and accuracy, confusion matrix and per-class precision/rec
 scikit-learn."""
 import numpy as np
 
-from .labels import as_probabilities  # noqa: F401  (re-exported: metrics read model outputs)
-
 EPSILON = 1e-7  # Keras' backend epsilon, used to clip probabilities in cross-entropy
 
 

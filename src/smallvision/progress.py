@@ -10,6 +10,11 @@ import sys
 import time
 
 
+def log(msg):
+    """One line of progress or advice on stderr (stdout is for what a command produces)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def duration(seconds):
     """Seconds -> "42s", "4m05s" or "1h44m"; None -> "-"."""
     if seconds is None:

@@ -10,7 +10,6 @@ killed run resumes where it was.
 """
 import datetime
 import os
-import sys
 import time
 
 import numpy as np
@@ -22,11 +21,8 @@ from .config import RunConfig, RunState, versions
 from .data import prepare
 from .data.decode import DecodeSpec
 from .errors import SmallvisionError
+from .progress import log
 from .runs import Run
-
-
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _now():
@@ -103,7 +99,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     weights_by_class = balanced_class_weight(prep.labels["train"], num_classes) if class_weight else None
     counts = np.bincount(prep.labels["train"], minlength=num_classes)
     if weights_by_class is None and counts.max() > 1.5 * max(counts.min(), 1) and progress:
-        _log(f"note: train classes are imbalanced ({dict(zip(prep.class_names, counts.tolist()))}); "
+        log(f"note: train classes are imbalanced ({dict(zip(prep.class_names, counts.tolist()))}); "
              "consider --class-weight balanced")
 
     run = Run.create_at(run_dir) if run_dir else Run.create(out, strategy)
@@ -119,7 +115,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
     if progress:
-        _log(f"run folder: {run.path}")
+        log(f"run folder: {run.path}")
     return _train_stages(run, model, prep, config, None, verbose, progress, t0)
 
 
@@ -148,7 +144,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
     run.write_config(config)
     if state is not None and state.epochs_done:
         if progress:
-            _log(f"resuming {run.path} after epoch {state.epochs_done} of {config.epochs}")
+            log(f"resuming {run.path} after epoch {state.epochs_done} of {config.epochs}")
         import keras
         keras.utils.set_random_seed(config.seed + state.epochs_done)
         model = load_model(run.file("checkpoint", state.last))
@@ -156,7 +152,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
             state = state.with_(stopped_early=False, wait=0)
     else:  # killed before the first epoch was committed: start again, same seed
         if progress:
-            _log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
+            log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
         state = None
         model = build(strategies.get(config.strategy), prep.spec, len(prep.class_names), config.seed,
                       config.learning_rate, config.options)
@@ -191,7 +187,7 @@ def _enter_stage(model, stages, k, state, progress):
     if k:  # early stopping and patience count per stage
         state = state.with_(stopped_early=False, wait=0)
     if progress and len(stages) > 1:
-        _log(f"stage {k + 1} of {len(stages)}: {name}, epochs {start + 1}-{start + epochs}")
+        log(f"stage {k + 1} of {len(stages)}: {name}, epochs {start + 1}-{start + epochs}")
     return model, state
 
 
@@ -217,7 +213,7 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
                 continue
             model, state = _enter_stage(model, stages, k, state, progress)
             state = train_mod.fit(model, run, train_ds, val_ds, state.stage_start + stage.epochs, state,
-                                  config.patience, verbose=verbose, log=_log if progress and verbose == 0 else None)
+                                  config.patience, verbose=verbose, log=log if progress and verbose == 0 else None)
     except KeyboardInterrupt:
         run.set_status(status="interrupted", interrupted=_now(), wall_seconds=_wall(before, t0))
         raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None

@@ -208,7 +208,7 @@ class ModelSource:
         return self.run.config if self.run is not None else None
 
 
-def resolve_model(source, what="model"):
+def resolve_model(source):
     """A run folder, a model.keras inside one, or a bare .keras file -> :class:`ModelSource`,
     checked (without loading the model) with a one-line error naming ``source``."""
     source = os.fspath(source)
@@ -218,9 +218,9 @@ def resolve_model(source, what="model"):
             raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
         return ModelSource(run.model_path, run)
     if not os.path.exists(source):
-        raise SmallvisionError(f"{source}: no such run folder or {what} file")
+        raise SmallvisionError(f"{source}: no such run folder or model file")
     if not os.path.isfile(source) or not source.endswith(".keras"):
-        raise SmallvisionError(f"{source}: expected a run folder or a .keras {what} file")
+        raise SmallvisionError(f"{source}: expected a run folder or a .keras model file")
     folder = os.path.dirname(os.path.abspath(source))
     run = Run(folder) if os.path.isfile(os.path.join(folder, "config.json")) else None
     return ModelSource(source, run)

@@ -83,10 +83,6 @@ def walk(folder, suffixes=None):
     Raises:
         SmallvisionError: ``folder`` itself cannot be listed.
     """
-    try:
-        os.listdir(folder)
-    except OSError as e:
-        raise SmallvisionError(f"{folder}: cannot read the folder ({e.strerror or e})") from None
     out, warnings = [], []
     top = os.path.realpath(folder)
     seen = {top}
@@ -96,7 +92,9 @@ def walk(folder, suffixes=None):
         parts = ([] if rel == "." else rel.split(os.sep)) + ([name] if name else [])
         return "/".join(parts)
 
-    def unreadable(e):
+    def unreadable(e):  # os.walk lists each folder once and reports here what it could not list
+        if os.path.abspath(e.filename) == os.path.abspath(folder):
+            raise SmallvisionError(f"{folder}: cannot read the folder ({e.strerror or e})")
         warnings.append((rel_of(e.filename), f"folder cannot be read ({e.strerror or e}): skipped"))
 
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable):
