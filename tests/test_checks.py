@@ -161,3 +161,15 @@ def test_api_is_a_facade():
     assert len(text.splitlines()) < 200
     for name in api.__all__:
         assert hasattr(api, name), name
+
+
+def test_the_data_verbs_start_without_loading_keras(tiny_data):
+    """The API is a lazy facade: `smallvision data check` and `scan` start in well under a second
+    instead of paying for TensorFlow's import (~9 s here)."""
+    code = ("import sys\nfrom smallvision import api, cli\n"
+            "assert cli.main(['data', 'check', sys.argv[1]]) == 0\n"
+            "assert cli.main(['scan', sys.argv[1]]) == 0\n"
+            "loaded = [m for m in ('keras', 'tensorflow', 'torch', 'jax') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_data)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

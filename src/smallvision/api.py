@@ -21,24 +21,38 @@ strategies, backbones         the registries (:mod:`.strategies`, :mod:`.backbon
 
 Every user mistake raises :class:`SmallvisionError` (a ``ValueError``) with a one-line message.
 """
-from .backbones.registry import table as _backbone_table
-from .config import versions
-from .data.tools import data_check, data_get, data_split
-from .data.tools import scan_and_split as scan
-from .demo import demo
-from .errors import SmallvisionError
-from .explain.verbs import explain_activations, explain_conv, explain_heatmap, explain_model, explain_pooling
-from .inference import open_model, predict
-from .ladder import ladder
-from .report import summary_table
-from .report import write_report as report
-from .runner import describe, resume, train
-from .runs import load_model
+import importlib
 
-__all__ = ["SmallvisionError", "backbones", "data_check", "data_get", "data_split", "demo", "describe",
-           "explain_activations", "explain_conv", "explain_heatmap", "explain_model", "explain_pooling",
-           "ladder", "load_model", "open_model", "predict", "report", "resume", "scan", "strategies",
-           "summary_table", "train", "versions"]
+# name -> (module that owns it, its name there). Imported on first use (PEP 562), so that
+# `smallvision data check` or `scan` does not pay for TensorFlow's import (0.3 s, not 9 s).
+_EXPORTS = {
+    "SmallvisionError": ("errors", "SmallvisionError"), "versions": ("config", "versions"),
+    "train": ("runner", "train"), "resume": ("runner", "resume"), "describe": ("runner", "describe"),
+    "open_model": ("inference", "open_model"), "predict": ("inference", "predict"),
+    "load_model": ("runs", "load_model"), "ladder": ("ladder", "ladder"),
+    "report": ("report", "write_report"), "summary_table": ("report", "summary_table"),
+    "explain_conv": ("explain.verbs", "explain_conv"), "explain_model": ("explain.verbs", "explain_model"),
+    "explain_pooling": ("explain.verbs", "explain_pooling"),
+    "explain_activations": ("explain.verbs", "explain_activations"),
+    "explain_heatmap": ("explain.verbs", "explain_heatmap"),
+    "scan": ("data.tools", "scan_and_split"), "data_get": ("data.tools", "data_get"),
+    "data_split": ("data.tools", "data_split"), "data_check": ("data.tools", "data_check"),
+    "demo": ("demo", "demo"),
+}
+__all__ = sorted([*_EXPORTS, "strategies", "backbones"])
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+    globals()[name] = value  # once found, an ordinary module attribute
+    return value
+
+
+def __dir__():
+    return __all__
 
 
 def strategies():
@@ -49,4 +63,5 @@ def strategies():
 
 def backbones():
     """Rows (name, native size, preprocessing, weights from, status) of the backbone registry."""
-    return _backbone_table()
+    from .backbones.registry import table
+    return table()
