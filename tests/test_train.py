@@ -158,15 +158,21 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     assert plain_keras_load(run.model_path).endswith("(1, 1)")
     rows = api.predict(run.path, [tiny_data / "bars"])
     assert len(rows) == 16 and all(r["error"] is None for r in rows)
-    # a second run (other head, other seed) reuses the cached features: no new shard is written
-    shards = lambda: sorted(p.name for p in isolated_cache.glob("features/*/*.u8"))
+    # a gap head caches the pooled vectors (1280 per image, not the 2x2x1280 map)
+    shards = lambda: sorted(p.relative_to(isolated_cache).as_posix() for p in isolated_cache.glob("features/*/*.u8"))
     before = shards()
-    assert len(before) == 1
-    again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="flatten",
+    assert len(before) == 1 and before[0].split("/")[1].endswith("-gap")
+    assert os.path.getsize(isolated_cache / before[0]) == 32 * 1280 * 2
+    # a second run (other seed) reuses the cached features: no new shard is written
+    again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="gap",
                       split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
     assert again.status["status"] == "finished" and shards() == before
+    # the Flatten head needs the maps: its own store
+    flat = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="flatten",
+                     split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
+    assert flat.status["status"] == "finished" and len(shards()) == 2
     import keras
-    assert keras.saving.load_model(again.model_path).count_params() > 4_000_000  # Lite0 inside
+    assert keras.saving.load_model(flat.model_path).count_params() > 4_000_000  # Lite0 inside
 
 
 def test_backbone_options_are_for_pretrained_strategies(tiny_data, tmp_path):

@@ -36,6 +36,11 @@ def _verb(sub, name, help_, examples):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _runtime_arg(p):
+    p.add_argument("--runtime", choices=["auto", "onnxruntime", "keras"], help="how frozen networks run (feature "
+                   "extraction, views, predict): ONNX Runtime when installed (auto, the default), or force one")
+
+
 def _verbose(args):
     return 2 if getattr(args, "quiet", False) or not sys.stdout.isatty() else 1
 
@@ -130,6 +135,9 @@ def add_train(sub):
                    "model.keras) to fine-tune")
     p.add_argument("--head-epochs", type=int, help="finetune without --from: epochs of head training first "
                    "(default 50)")
+    p.add_argument("--views", help="features-augment: augmented views cached per training image, one drawn per "
+                   "epoch (default 10), or 'exact': a fresh view every epoch (slower)")
+    _runtime_arg(p)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.set_defaults(func=train)
 
@@ -146,7 +154,7 @@ def train(args):
                         learning_rate=args.learning_rate, patience=args.patience,
                         class_weight=args.class_weight, split=args.split, verbose=_verbose(args),
                         backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
-                        head_epochs=args.head_epochs)
+                        head_epochs=args.head_epochs, views=args.views)
     print(api.describe(run))
     return 0
 
@@ -162,6 +170,7 @@ def add_predict(sub):
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--output", help="write .csv or .json instead of printing")
     p.add_argument("--batch-size", type=int, default=32)
+    _runtime_arg(p)
     p.set_defaults(func=predict)
 
 
@@ -217,6 +226,7 @@ def add_ladder(sub):
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
     p.add_argument("--out", help="ladder folder (default: ladders/<data folder name>); re-run to continue")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
+    _runtime_arg(p)
     p.set_defaults(func=ladder)
 
 
@@ -435,6 +445,9 @@ def main(argv=None):
         p.print_help()
         return 2
     try:
+        if getattr(args, "runtime", None):
+            from .runtime import choose
+            choose(args.runtime)
         return args.func(args)
     except SmallvisionError as e:
         print(f"smallvision: error: {e}", file=sys.stderr)

@@ -69,12 +69,15 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
 
     Each file is read and decoded exactly as the scan does in training; a file that cannot be
     used (a pipe, a corrupt or truncated image, …) is reported in its row (``error``, the
-    scan's reason) and the others go on.
+    scan's reason) and the others go on. The model runs through the CPU inference runtime
+    (:mod:`smallvision.runtime`: exported to ONNX once per model file when there are enough
+    files to repay it, else Keras).
 
     Returns:
         A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
     """
-    from .train import predict_probabilities
+    from .labels import as_probabilities
+    from .runtime import frozen, model_key, run_batches
 
     where = resolve_model(source)  # cheap checks first, in the order of the arguments
     files, warnings = expand(paths)
@@ -83,6 +86,7 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
             print(f"warning {path}: {message}", file=sys.stderr)
     opened = _load(where)
     spec, class_names = opened.spec, opened.class_names
+    runner = frozen(opened.model, model_key(where.model_path), count=len(files), what=where.model_path)
 
     def decode(path):
         try:
@@ -97,8 +101,8 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
             part = files[start:start + chunk]
             decoded = list(pool.map(decode, part))
             ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
-            probs = predict_probabilities(opened.model, np.stack([decoded[i][0] for i in ok]) if ok else [],
-                                          len(class_names), batch_size)
+            probs = as_probabilities(run_batches(runner, np.stack([decoded[i][0] for i in ok]), batch_size),
+                                     len(class_names)) if ok else []
             p_of = dict(zip(ok, probs))
             for i, path in enumerate(part):
                 if i in p_of:

@@ -32,7 +32,7 @@ def _now():
 def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
           crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
           split=DEFAULT_SPLIT, verbose="auto", progress=True, backbone=None, head=None, weights=None,
-          start=None, head_epochs=None, run_dir=None):
+          start=None, head_epochs=None, views=None, run_dir=None):
     """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
 
     Args:
@@ -58,6 +58,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
             "flatten" or "gap", and "imagenet" / None / a weights file.
         start, head_epochs: for finetune: a features-augment run (folder or model.keras) to
             fine-tune, or else how many epochs to train the head first (default 50).
+        views: for features-augment: augmented views cached per training image (default 10), or
+            "exact" (a fresh view every epoch).
         run_dir: the run folder itself (instead of a new timestamped one under ``out``).
 
     Returns:
@@ -78,7 +80,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     if head_epochs is not None:
         head_epochs = check_positive("head_epochs", head_epochs, integer=True)
     options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights), ("start", start),
-                                 ("head_epochs", head_epochs)) if v is not None}
+                                 ("head_epochs", head_epochs), ("views", views)) if v is not None}
     strat.check_options(options)
     class_names = find_files(os.fspath(data))[0]
     try:
@@ -204,7 +206,7 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
     stages = strat.stages(config)
     state = state or RunState()
     try:
-        inputs = strat.inputs(prep, config.options, progress)
+        inputs = strat.inputs(prep, config.options, progress, seed=config.seed)
         train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
                                 seed=config.seed, class_weight=config.class_weights)
         val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config.batch_size)

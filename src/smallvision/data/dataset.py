@@ -58,7 +58,12 @@ class ImageBatches(keras.utils.PyDataset):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         if not self.shuffle:
             idx = np.sort(idx)
-        x = self.images[idx] if isinstance(self.images, np.ndarray) else self.images.take(idx)
+        if isinstance(self.images, np.ndarray):
+            x = self.images[idx]
+        elif getattr(self.images, "per_epoch", False):  # e.g. one augmented view per image and epoch
+            x = self.images.take(idx, self.epoch)
+        else:
+            x = self.images.take(idx)
         y = as_targets(self.labels[idx], self.num_classes)
         if self.weights is not None:
             return x, y, self.weights[idx]

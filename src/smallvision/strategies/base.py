@@ -14,7 +14,7 @@ Stage = collections.namedtuple("Stage", "name epochs enter")
 Stage.__doc__ = """One stage of training: ``epochs`` epochs; ``enter(model) -> model`` runs once
 when the stage begins (None: nothing to change), e.g. fine-tuning's unfreeze."""
 
-OPTION_NAMES = ("backbone", "head", "weights", "start", "head_epochs")  # every strategy option there is
+OPTION_NAMES = ("backbone", "head", "weights", "views", "start", "head_epochs")  # every strategy option there is
 
 _REGISTRY = {}
 
@@ -39,8 +39,9 @@ class Strategy:
         """The compiled ``keras.Model`` that training fits."""
         raise NotImplementedError
 
-    def inputs(self, prep, options, progress=True):
-        """``{split: array-like}`` the model is fitted on; default: the cached images."""
+    def inputs(self, prep, options, progress=True, seed=0):
+        """``{split: array-like}`` the model is fitted on; default: the cached images. An input with
+        ``per_epoch = True`` is asked ``take(indices, epoch)`` (e.g. one augmented view per epoch)."""
         return prep.images
 
     def export(self, model, image_size, options):

@@ -1,13 +1,20 @@
 """``features``: the chapter's feature extraction, method 1 — run the frozen pretrained conv
 base once over every image, keep the features, train a small dense classifier on them.
 
-Fast, no augmentation (2nd ed., VGG16: about 97 %). Features are cached per image content
-under the cache root (``features/<backbone>-<weights>-<decode>/``, float16), so a second
-run, another seed or another head starts instantly. The saved ``model.keras`` is the whole
-thing — frozen base and trained head — so it classifies images like any other run's model.
+Fast, no augmentation (2nd ed., VGG16: about 97 %). The frozen network runs through the CPU
+inference runtime (:mod:`smallvision.runtime`), and its output is cached per image content
+under the cache root (``features/<backbone>-<weights>-<decode>[-gap]/``, float16): the pooled
+vector for a ``gap`` head (what the head needs, 49x smaller than Lite0's 7x7 map), the map
+for ``flatten``. So a second run, another seed or another head starts instantly. The saved
+``model.keras`` is the whole thing — frozen base and trained head — so it classifies images
+like any other run's model.
+
+This module also holds what ``features-augment`` caches: :func:`cached_views`, K augmented
+views of every training image through the same frozen network.
 """
 import hashlib
 import os
+import threading
 
 import keras
 import numpy as np
@@ -23,22 +30,38 @@ class Features(pretrained.Pretrained):
     default_epochs = 20
 
     def build(self, image_size, num_classes, seed, learning_rate, options=None):
-        """The head alone, on the base's feature maps (the chapter: Flatten, Dense 256, Dropout 0.5)."""
-        o = pretrained.options(options)
-        shape = pretrained.frozen_base(image_size, o, weights=False).output_shape[1:]
-        inputs = keras.Input(shape=shape, name="features")
-        return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate,
-                                     name=f"{o['backbone']}_{o['head']}_head")
+        """The head alone, on the cached features (the chapter: Flatten, Dense 256, Dropout 0.5)."""
+        return head_model(image_size, num_classes, learning_rate, options)
 
-    def inputs(self, prep, options, progress=True):
+    def inputs(self, prep, options, progress=True, seed=0):
         return cached_features(prep, options, progress)
 
     def export(self, head, image_size, options):
         """Frozen base + trained head: one model from uint8 images to probabilities."""
         o = pretrained.options(options)
-        base = pretrained.frozen_base(image_size, o)
         images = keras.Input(shape=tuple(image_size) + (3,), name="image")
-        return keras.Model(images, head(base(images, training=False)), name=f"features_{o['backbone']}")
+        x = pretrained.frozen_base(image_size, o)(images, training=False)
+        if o["head"] == "gap":
+            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return keras.Model(images, head(x), name=f"features_{o['backbone']}")
+
+
+def head_model(image_size, num_classes, learning_rate, options):
+    """The chapter's head, compiled, on what :func:`extractor` gives (a pooled vector or a map)."""
+    o = pretrained.options(options)
+    inputs = keras.Input(shape=extractor(image_size, o, weights=False).output_shape[1:], name="features")
+    return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o['backbone']}_{o['head']}_head")
+
+
+def extractor(image_size, options, weights=True):
+    """The frozen network whose output is cached: uint8 images -> the base's feature map, or its
+    global average for a ``gap`` head."""
+    o = pretrained.options(options)
+    images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
+    x = pretrained.frozen_base(image_size, o, weights=weights)(images)
+    if o["head"] == "gap":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(images, x, name=f"{o['backbone']}_{o['head']}_features")
 
 
 def _weights_tag(weights):
@@ -48,37 +71,128 @@ def _weights_tag(weights):
         return "file-" + hashlib.sha256(f.read()).hexdigest()[:12]
 
 
+def _tag(o, input_key):
+    """What a cached feature depends on besides the image: backbone, weights, the input (decoding,
+    or just the size for the exported network), pooling."""
+    return f"{o['backbone']}-{_weights_tag(o['weights'])}-{input_key}" + ("-gap" if o["head"] == "gap" else "")
+
+
+def _store(kind, o, prep, cache_root):
+    from ..data.cache import ArrayStore, default_cache_root
+    size = (prep.spec.height, prep.spec.width)
+    shape = extractor(size, o, weights=False).output_shape[1:]  # no weights read when all is cached
+    return ArrayStore(os.path.join(cache_root or default_cache_root(), kind, _tag(o, prep.spec.key)), shape, np.float16)
+
+
+def _runner(o, image_size, count):
+    """The frozen extractor through the CPU runtime (exported once per backbone/weights/size)."""
+    from .. import runtime
+    h, w = image_size
+    key = f"{_tag(o, f'{h}x{w}')}-keras{keras.__version__}"
+    return runtime.frozen(extractor(image_size, o), key, count=count, what=f"{o['backbone']} at {h}x{w}")
+
+
+def _fill(store, todo, make_batch, o, image_size, label, progress):
+    """Run the frozen extractor over the rows ``todo`` ({key: anything make_batch needs}) and
+    append them to ``store``, 256 at a time (a killed run keeps every finished chunk)."""
+    from ..progress import Progress
+    from ..runtime import run_batches
+    if not todo:
+        return
+    runner = _runner(o, image_size, len(todo))
+    keys = list(todo)
+    bar = Progress(label, len(keys), enabled=progress)
+    with store.writer() as writer:
+        for start in range(0, len(keys), 256):
+            chunk = keys[start:start + 256]
+            feats = run_batches(runner, make_batch([todo[k] for k in chunk]))
+            for k, f in zip(chunk, feats.astype(np.float16)):
+                writer.put(k, f)
+            bar.update(len(chunk))
+    bar.close()
+    store.refresh()
+
+
 def cached_features(prep, options, progress=True, cache_root=None):
     """{split: cached features} for every split, extracting only what the cache lacks."""
-    from ..data.cache import ArrayStore, default_cache_root
-    from ..progress import Progress
-
     o = pretrained.options(options)
-    size = (prep.spec.height, prep.spec.width)
-    shape = pretrained.frozen_base(size, o, weights=False).output_shape[1:]  # no weights read when all cached
-    folder = os.path.join(cache_root or default_cache_root(), "features",
-                          f"{o['backbone']}-{_weights_tag(o['weights'])}-{prep.spec.key}")
-    store = ArrayStore(folder, shape, np.float16)
+    store = _store("features", o, prep, cache_root)
     shas = {name: [prep.index.entries[p].sha256 for p in positions] for name, positions in prep.splits.items()}
     todo = {}
     for name in shas:  # each missing image once, whatever split it is in
         for i, sha in enumerate(shas[name]):
             if sha not in store and sha not in todo:
                 todo[sha] = (name, i)
-    if todo:
-        base = pretrained.frozen_base(size, o)
-        keys = list(todo)
-        bar = Progress(f"extracting {o['backbone']} features", len(keys), enabled=progress)
-        with store.writer() as writer:
-            for start in range(0, len(keys), 256):
-                chunk = keys[start:start + 256]
-                images = np.stack([prep.images[todo[k][0]][todo[k][1]] for k in chunk])
-                # predict_on_batch: one compiled call per batch, no dataset iterator per chunk (~12 % faster)
-                feats = np.concatenate([np.asarray(base.predict_on_batch(images[i:i + 32]))
-                                        for i in range(0, len(images), 32)])
-                for k, f in zip(chunk, feats.astype(np.float16)):
-                    writer.put(k, f)
-                bar.update(len(chunk))
-        bar.close()
-        store.refresh()
+    _fill(store, todo, lambda items: np.stack([prep.images[n][i] for n, i in items]), o,
+          (prep.spec.height, prep.spec.width), f"extracting {o['backbone']} features", progress)
     return {name: store.images(s) for name, s in shas.items()}
+
+
+def cached_views(prep, options, views, progress=True, cache_root=None, split="train"):
+    """``views`` augmented views of every image of ``split`` through the frozen extractor, cached
+    by image content, view number, augmentation and extractor (``views/<tag>-chapter/``), shared
+    by every seed, head and run. Returns the rows ``[image * views + view]``."""
+    from ..data.augment import chapter_view, view_rng
+    o = pretrained.options(options)
+    store = _store(os.path.join("views", "chapter"), o, prep, cache_root)
+    shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
+    keys = [f"{sha}/{k}" for sha in shas for k in range(views)]
+    todo = {key: (i, k) for i, sha in enumerate(shas) for k, key in enumerate(keys[i * views:(i + 1) * views])
+            if key not in store}
+    images = prep.images[split]
+
+    def make_batch(items):
+        return np.stack([chapter_view(images[i], view_rng(shas[i], 0, k)) for i, k in items])
+
+    _fill(store, todo, make_batch, o, (prep.spec.height, prep.spec.width),
+          f"computing {views} augmented views x {len(shas)} images ({o['backbone']})", progress)
+    return store.images(keys)
+
+
+class ViewSet:
+    """Training inputs drawn from cached views: in epoch ``e`` image ``i`` gets view
+    ``(offset[i] + e) % views`` (offsets drawn from the seed), so every view is used before any
+    is used twice."""
+
+    per_epoch = True
+
+    def __init__(self, rows, views, seed):
+        self.rows, self.views = rows, int(views)
+        self.n = len(rows) // self.views
+        self.offset = np.random.default_rng([int(seed), 17]).integers(0, self.views, size=self.n)
+
+    def __len__(self):
+        return self.n
+
+    def take(self, indices, epoch=0):
+        indices = np.asarray(indices)
+        rows = indices * self.views + (self.offset[indices] + epoch) % self.views
+        return self.rows[rows] if isinstance(self.rows, np.ndarray) else self.rows.take(rows)
+
+
+class FreshViews:
+    """The exact mode: a new augmented view of every image in every epoch (as the chapter's model
+    does), each through the fast frozen extractor; nothing cached."""
+
+    per_epoch = True
+
+    def __init__(self, prep, options, seed, split="train"):
+        self.o = pretrained.options(options)
+        self.images = prep.images[split]
+        self.shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
+        self.seed = int(seed)
+        self.size = (prep.spec.height, prep.spec.width)
+        self.runner = None
+        self._lock = threading.Lock()  # Keras' worker threads ask for batches at the same time
+
+    def __len__(self):
+        return len(self.shas)
+
+    def take(self, indices, epoch=0):
+        from ..data.augment import chapter_view, view_rng
+        from ..runtime import run_batches
+        with self._lock:
+            if self.runner is None:
+                self.runner = _runner(self.o, self.size, None)
+        batch = np.stack([chapter_view(self.images[i], view_rng(self.shas[i], 1, self.seed, epoch)) for i in indices])
+        return run_batches(self.runner, batch).astype(np.float16)

@@ -72,9 +72,11 @@ def frozen_base(image_size, opts, weights=True):
 
 def head(x, head_kind, num_classes):
     """The chapter's classifier on a feature map: Flatten (or global average pooling) ->
-    Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid) / Dense(N, softmax)."""
-    x = layers.Flatten(name="flatten")(x) if head_kind == "flatten" else \
-        layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid) / Dense(N, softmax). On an already
+    pooled vector (the cached features of a ``gap`` head) the pooling is not repeated."""
+    if len(x.shape) > 2:
+        x = layers.Flatten(name="flatten")(x) if head_kind == "flatten" else \
+            layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dense(256, activation="relu", name="dense")(x)
     x = layers.Dropout(0.5, name="dropout")(x)
     return classifier_output(x, num_classes)
