@@ -1,5 +1,7 @@
 """features-augment and finetune: what is trainable when, BatchNorm kept in inference mode,
 training in two stages (with resume between them), and short runs on real photos."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from smallvision import api
 from smallvision.errors import SmallvisionError
 from smallvision import strategies
 from smallvision.models.walk import leaves
-from smallvision.strategies import features_augment, pretrained
+from smallvision.strategies import features_augment, finetune, pretrained
 from test_train import check_run_folder, plain_keras_load
 
 LITE0_TOP = {"block15_expand_conv", "block15_dwconv", "block15_project_conv", "top_conv"}
@@ -36,18 +38,48 @@ def test_finetune_unfreezes_the_top_block_only_and_batchnorm_statistics_do_not_m
     top_kernel = np.array(base.get_layer("top_conv").kernel)
     stem_kernel = np.array(base.get_layer("stem_conv").kernel)
 
-    model, unfrozen = pretrained.unfreeze_top_block(model, "efficientnet_lite0", 2, 1e-5)
-    assert set(unfrozen) == LITE0_TOP
-    assert trainable_layers(model) == head | LITE0_TOP  # BatchNorm layers of the top block stay frozen
+    top = finetune.top_model(model, 2, 1e-5)  # the lower part's map -> top block -> head, sharing weights
+    assert top.input_shape == (None, 2, 2, 192)  # block14's output at 64 px
+    assert trainable_layers(top) == head | LITE0_TOP  # BatchNorm layers of the top block stay frozen
     assert not base.get_layer("top_bn").trainable
-    assert model.optimizer.learning_rate.numpy() == pytest.approx(1e-5)
-    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert top.optimizer.learning_rate.numpy() == pytest.approx(1e-5)
+    lower = finetune.lower_extractor((64, 64), {"head": "gap"}).predict_on_batch(x)
+    top.fit(lower, y, epochs=2, batch_size=8, verbose=0)
     after = bn_stats(model)
     assert len(after) > 100 and after.keys() == before.keys()
     for k in before:  # moving mean/variance: untouched by both stages
         np.testing.assert_array_equal(after[k], before[k], err_msg=k)
     assert not np.array_equal(np.array(base.get_layer("top_conv").kernel), top_kernel)  # the top block learnt
     np.testing.assert_array_equal(np.array(base.get_layer("stem_conv").kernel), stem_kernel)  # the rest did not
+
+
+def test_one_finetune_step_on_cached_maps_equals_the_end_to_end_step(monkeypatch):
+    """The same batch, the same weights: one RMSprop step of the top model on the lower part's maps
+    gives the loss, gradients and new weights of one step of the chapter's whole model."""
+    monkeypatch.setattr(features_augment, "chapter_augmentation",  # the same images reach the base in both
+                        lambda seed: keras.Sequential([keras.layers.Identity()], name="data_augmentation"))
+    size, o = (64, 64), {"head": "gap"}
+    x = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3)).astype("uint8")
+    y = (np.arange(8) % 2).astype("float32")[:, None]
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        full = features_augment.build_model(size, 2, 0, 1e-3, o)
+        full.get_layer("dropout").rate = 0.0  # dropout draws differ between two graphs
+        models.append(full)
+    end_to_end, full = models
+    top = finetune.top_model(full, 2, 1e-5)
+    finetune.top_model(end_to_end, 2, 1e-5)  # makes the same layers trainable in the whole model
+    end_to_end.compile(optimizer=keras.optimizers.RMSprop(1e-5), loss="binary_crossentropy")
+    lower = finetune.lower_extractor(size, o).predict_on_batch(x)
+    trained = lambda m: {w.path.split("/")[-2] + "/" + w.path.split("/")[-1]: np.array(w) for w in m.trainable_weights}
+    assert trained(top).keys() == trained(end_to_end).keys() and len(trained(top)) == 8  # 4 conv kernels, 2 Dense
+    loss_top = float(top.train_on_batch(lower, y)[0])
+    loss_e2e = float(np.ravel(end_to_end.train_on_batch(x, y))[0])
+    assert loss_top == pytest.approx(loss_e2e, rel=1e-5)
+    a, b = trained(top), trained(end_to_end)
+    for k in a:  # an RMSprop step moves each weight by ~lr * sqrt(10) = 3e-5: the two agree far below that
+        np.testing.assert_allclose(a[k], b[k], atol=1e-7, err_msg=k)
 
 
 def test_the_frozen_base_gives_the_same_features_in_fit_as_in_predict():
@@ -60,9 +92,10 @@ def test_the_frozen_base_gives_the_same_features_in_fit_as_in_predict():
 
 def test_vgg_top_block_is_the_chapters_last_four_layers():
     model = features_augment.build_model((32, 32), 3, 0, 1e-3, {"backbone": "vgg16", "weights": None})
-    _, unfrozen = pretrained.unfreeze_top_block(model, "vgg16", 3, 1e-5)
-    assert unfrozen == ["block5_conv1", "block5_conv2", "block5_conv3"]  # + block5_pool, which has no weights
-    assert "preprocess" not in trainable_layers(model)
+    top = finetune.top_model(model, 3, 1e-5)
+    unfrozen = [layer.name for layer in leaves(top) if layer.trainable and layer.weights]
+    assert unfrozen == ["block5_conv1", "block5_conv2", "block5_conv3", "dense", "predictions"]  # + block5_pool
+    assert top.input_shape == (None, 2, 2, 512)  # block4_pool's output at 32 px
 
 
 def test_two_stages_in_one_run_and_resume_between_them(tiny_data, tmp_path, monkeypatch):
@@ -117,3 +150,9 @@ def test_features_augment_then_finetune_from_it_on_real_photos(shared_subset, tm
     assert plain_keras_load(ft.model_path).endswith("(1, 1)")
     rows = api.predict(ft.path, [shared_subset / "test" / "cats"])
     assert len(rows) == 8 and all(r["error"] is None for r in rows)
+    # model.keras (augmentation, whole base with the fine-tuned top block, head) predicts what the
+    # run evaluated with its top model on the cached lower-part maps (kept as float16: |dp| <= 1e-3)
+    evaluated = {r["path"]: float(r["p_true"]) for r in ft.read_predictions() if r["split"] == "test"}
+    for r in rows:
+        key = os.path.relpath(r["path"], shared_subset).replace(os.sep, "/")
+        assert r["probabilities"]["cats"] == pytest.approx(evaluated[key], abs=1e-3), key

@@ -204,3 +204,23 @@ def test_a_saved_model_decides_the_shared_test_split_alike_on_both_runtimes(shar
     assert [r["class"] for r in by_ort] == [r["class"] for r in by_keras]
     diff = max(abs(a["probability"] - b["probability"]) for a, b in zip(by_ort, by_keras))
     assert diff <= 1e-4, diff
+
+
+def test_predict_tta_averages_each_image_with_its_mirror(tmp_path):
+    import keras
+    from PIL import Image
+    model = _small_model()
+    path = tmp_path / "small.keras"
+    model.save(path)
+    x = _batch(3, 16, seed=4)
+    files = []
+    for i, image in enumerate(x):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(files[-1])
+    plain = api.predict(path, [str(f) for f in files], progress=False)
+    tta = api.predict(path, [str(f) for f in files], progress=False, tta=True)
+    loaded = keras.saving.load_model(path)
+    expected = (loaded.predict_on_batch(x) + loaded.predict_on_batch(x[:, :, ::-1])) / 2
+    for row, p, e in zip(tta, plain, expected):
+        assert [row["probabilities"][c] for c in ("class_0", "class_1")] == pytest.approx(e, abs=1e-5)
+        assert row["probabilities"] != p["probabilities"]

@@ -170,6 +170,8 @@ def add_predict(sub):
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--output", help="write .csv or .json instead of printing")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's probabilities "
+                   "with its mirror image's (twice the work)")
     _runtime_arg(p)
     p.set_defaults(func=predict)
 
@@ -191,7 +193,7 @@ def _write_rows(path, rows):
 
 
 def predict(args):
-    rows = _api().predict(args.model, args.paths, batch_size=args.batch_size)
+    rows = _api().predict(args.model, args.paths, batch_size=args.batch_size, tta=args.tta)
     if args.output:
         _write_rows(args.output, rows)
         print(f"wrote {len(rows)} predictions to {args.output}")
@@ -225,6 +227,7 @@ def add_ladder(sub):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
     p.add_argument("--out", help="ladder folder (default: ladders/<data folder name>); re-run to continue")
+    p.add_argument("--views", help="features-augment and finetune: augmented views per image (default 10) or 'exact'")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     _runtime_arg(p)
     p.set_defaults(func=ladder)
@@ -234,7 +237,7 @@ def ladder(args):
     api = _api()
     out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
                      backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
-                     image_size=args.image_size, batch_size=args.batch_size, split=args.split)
+                     image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views)
     print(api.summary_table(out))
     print(f"report: {os.path.join(out, 'report.html')} and report.md")
     return 0

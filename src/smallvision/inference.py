@@ -56,7 +56,7 @@ def read_one(path, spec):
         raise SmallvisionError(f"{path}: {e}") from None
 
 
-def predict(source, paths, batch_size=32, chunk=256, progress=True):
+def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
     """Classify image files with a trained run (or a .keras file).
 
     Args:
@@ -66,6 +66,8 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
             a one-line error before any work.
         batch_size: images per forward pass.
         chunk: files decoded (in parallel) per step.
+        tta: test-time augmentation: average the probabilities of each image and its mirror
+            image (twice the work).
 
     Each file is read and decoded exactly as the scan does in training; a file that cannot be
     used (a pipe, a corrupt or truncated image, …) is reported in its row (``error``, the
@@ -86,7 +88,14 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
             print(f"warning {path}: {message}", file=sys.stderr)
     opened = _load(where)
     spec, class_names = opened.spec, opened.class_names
-    runner = frozen(opened.model, model_key(where.model_path), count=len(files), what=where.model_path)
+    runner = frozen(opened.model, model_key(where.model_path), count=len(files) * (2 if tta else 1),
+                    what=where.model_path)
+
+    def classify(images):
+        out = run_batches(runner, images, batch_size)
+        if tta:  # the mirror image: the chapter's RandomFlip("horizontal") direction
+            out = (out + run_batches(runner, np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
+        return as_probabilities(out, len(class_names))
 
     def decode(path):
         try:
@@ -101,8 +110,7 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True):
             part = files[start:start + chunk]
             decoded = list(pool.map(decode, part))
             ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
-            probs = as_probabilities(run_batches(runner, np.stack([decoded[i][0] for i in ok]), batch_size),
-                                     len(class_names)) if ok else []
+            probs = classify(np.stack([decoded[i][0] for i in ok])) if ok else []
             p_of = dict(zip(ok, probs))
             for i, path in enumerate(part):
                 if i in p_of:

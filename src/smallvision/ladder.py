@@ -50,7 +50,7 @@ def parse_seeds(seeds, strategies):
     return out
 
 
-def plan(strategies_, seeds, epochs_scale, backbone=None):
+def plan(strategies_, seeds, epochs_scale, backbone=None, views=None):
     """The runs of a ladder, in order: [{name, strategy, seed, epochs, options}]."""
     runs = []
     for strategy in strategies_:
@@ -59,9 +59,12 @@ def plan(strategies_, seeds, epochs_scale, backbone=None):
             options = {}
             if "backbone" in strat.options:
                 options["backbone"] = backbone or DEFAULT_BACKBONE
+            if views is not None and "views" in strat.options:
+                options["views"] = views
             if strategy == "finetune":
                 if "features-augment" in strategies_ and seed < seeds["features-augment"]:
-                    options = {"start": f"features-augment-seed{seed}"}  # resolved to the run folder later
+                    options = {"start": f"features-augment-seed{seed}", **({"views": views} if views else {})}
+                    # the start is resolved to the run folder later
                 else:
                     head = strategies_module.get("features-augment").default_epochs
                     options["head_epochs"] = max(1, round(head * epochs_scale))
@@ -126,7 +129,7 @@ def _run_names(out):
 
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True):
+               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None):
     """Train every strategy of the ladder on ``data``; returns the ladder folder.
 
     Args:
@@ -135,6 +138,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         epochs_scale: multiplies every strategy's default epochs (0.1: a tenth, at least 1).
         seeds: runs per strategy: N, or "STRATEGY=N,..." (others 1).
         image_size: one size for every strategy; default the backbone's native size.
+        views: augmented views per image of features-augment and finetune (default: theirs).
     """
     chosen = list(strategies or LADDER)
     known = strategies_module.names()
@@ -151,7 +155,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     out = out or os.path.join("ladders", os.path.basename(os.path.normpath(os.path.abspath(data))))
     settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split)
     meta = open_folder(out, settings)
-    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone)
+    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
     write_json_atomic(os.path.join(out, "ladder.json"), meta)
 
@@ -189,11 +193,11 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
 
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-           batch_size=32, split=DEFAULT_SPLIT, progress=True):
+           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None):
     """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
 
     Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
     See :func:`run_ladder` for the arguments.
     """
     return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
-                      progress=progress, verbose=0)
+                      progress=progress, verbose=0, views=views)

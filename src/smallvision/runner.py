@@ -179,7 +179,7 @@ def build(strat, spec, num_classes, seed, learning_rate, options=None):
 def _enter_stage(model, stages, k, state, progress):
     """Begin stage ``k`` (unless the committed state is already in it): run its ``enter``, and
     record where it starts. Returns ``(model, state)``."""
-    name, epochs, enter = stages[k]
+    name, epochs, enter, _ = stages[k]
     if state.stage >= k:  # resumed inside this stage: the checkpoint already holds its model
         return model, state
     if enter is not None:
@@ -206,13 +206,14 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
     stages = strat.stages(config)
     state = state or RunState()
     try:
-        inputs = strat.inputs(prep, config.options, progress, seed=config.seed)
-        train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
-                                seed=config.seed, class_weight=config.class_weights)
-        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, config.batch_size)
         for k, stage in enumerate(stages):
             if k < state.stage:
                 continue
+            inputs = stage.inputs(prep, progress, config.seed) if stage.inputs else \
+                strat.inputs(prep, config.options, progress, seed=config.seed)
+            train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
+                                    seed=config.seed, class_weight=config.class_weights)
+            val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, _eval_batch(inputs, config))
             model, state = _enter_stage(model, stages, k, state, progress)
             state = train_mod.fit(model, run, train_ds, val_ds, state.stage_start + stage.epochs, state,
                                   config.patience, verbose=verbose, log=log if progress and verbose == 0 else None)
@@ -237,13 +238,20 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
     if not state.best:
         raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
     sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
-    train_mod.finish(run, state, sets, prep.class_names, config.batch_size,
+    train_mod.finish(run, state, sets, prep.class_names, _eval_batch(inputs, config),
                      export=lambda m: strat.export(m, config.image_size, config.options))
     plot_curves(run.read_history(), run.file("curves.png"), stages=state.stages,
                 title=f"{config.strategy} on {os.path.basename(os.path.normpath(config.data))}")
     run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
                    epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
     return run
+
+
+def _eval_batch(inputs, config):
+    """Evaluation batch size: large on cached feature vectors (the result does not depend on it:
+    nothing in evaluation mode mixes the images of a batch), the training one on images."""
+    from .data.dataset import is_cheap
+    return max(config.batch_size, 500) if is_cheap(inputs["validation"]) else config.batch_size
 
 
 def _wall(before, t0):

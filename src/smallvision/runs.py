@@ -25,6 +25,7 @@ import csv
 import datetime
 import io
 import os
+import shutil
 
 from ._io import read_json, write_json_atomic, write_text_atomic
 from .config import RunConfig, RunState
@@ -185,6 +186,19 @@ class Run:
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):  # a disk that filled up mid-save leaves no litter behind
+                os.unlink(tmp)
+            raise
+        return path
+
+    def copy_file(self, source, target):
+        """Copy run file ``source`` to ``target`` (name tuples), atomically."""
+        path = self.file(*target)
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+        try:
+            shutil.copyfile(self.file(*source), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
         return path

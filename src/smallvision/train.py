@@ -1,7 +1,5 @@
 """Training shared by every strategy: seeding, fit with per-epoch checkpoints, early stopping,
 resume, and evaluation of the best checkpoint. Strategies only build and compile models."""
-import os
-import shutil
 import time
 
 import keras
@@ -42,7 +40,7 @@ class RunRecorder(keras.callbacks.Callback):
         val_loss = row.get("val_loss", row.get("loss"))
         if state.best_val_loss is None or val_loss < state.best_val_loss:
             state = state.with_(best=f"best-{done:04d}.keras", best_epoch=done, best_val_loss=val_loss, wait=0)
-            self.run.save_model(self.model, "checkpoint", state.best)
+            self.run.copy_file(("checkpoint", state.last), ("checkpoint", state.best))  # the same model: no 2nd save
         else:
             state = state.with_(wait=state.wait + 1)
         if self.patience and state.wait >= self.patience:
@@ -102,9 +100,7 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
     model = load_model(best)  # plain Keras, as a user would load it
     exported = export(model) if export is not None else model
     if exported is model:  # saved as trained: the checkpoint file is the model file
-        tmp = run.file(".tmp-model.keras")
-        shutil.copyfile(best, tmp)
-        os.replace(tmp, run.model_path)
+        run.copy_file(("checkpoint", state.best), ("model.keras",))
     else:
         run.save_model(exported, "model.keras")
     total = exported.count_params()

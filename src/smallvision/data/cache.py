@@ -113,6 +113,7 @@ class CachedImages:
         self.shard = np.array([pos[s] for s, _ in locations], dtype=np.int32)
         self.row = np.array([r for _, r in locations], dtype=np.int64)
         self.shape = (len(locations),) + cache.row_shape
+        self.dtype = cache.dtype
 
     def __len__(self):
         return self.shape[0]

@@ -13,6 +13,20 @@ import numpy as np
 from ..labels import as_targets
 
 
+CHEAP_ROW_BYTES = 64 * 1024
+
+
+def is_cheap(images):
+    """True when a batch of ``images`` is a plain memory copy of small rows (cached feature
+    vectors, not images), so worker threads and small evaluation batches only add overhead."""
+    if hasattr(images, "cheap"):
+        return bool(images.cheap)
+    shape, dtype = getattr(images, "shape", None), getattr(images, "dtype", None)
+    if shape is None or dtype is None:
+        return False
+    return int(np.prod(shape[1:])) * np.dtype(dtype).itemsize <= CHEAP_ROW_BYTES
+
+
 class ImageBatches(keras.utils.PyDataset):
     """``(images uint8 [B,H,W,3], labels[, sample_weights])`` batches.
 
@@ -27,11 +41,14 @@ class ImageBatches(keras.utils.PyDataset):
         seed: shuffle seed.
         class_weight: optional ``{class: weight}``, yielded as per-sample weights.
         epoch: the first epoch (for resuming).
-        workers: Keras worker threads that prefetch batches.
+        workers: Keras worker threads that prefetch batches (default: 2, or none for cheap rows,
+            see :func:`is_cheap`).
     """
 
     def __init__(self, images, labels, num_classes, batch_size=32, shuffle=False, seed=0,
-                 class_weight=None, epoch=0, workers=2, **kwargs):
+                 class_weight=None, epoch=0, workers=None, **kwargs):
+        if workers is None:
+            workers = 1 if is_cheap(images) else 2  # 1: batches made in the training loop, no threads
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8, **kwargs)
         if len(images) != len(labels):
             raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")

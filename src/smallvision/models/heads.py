@@ -9,7 +9,9 @@ def classifier_output(x, num_classes, name="predictions"):
     return layers.Dense(output_units(num_classes), activation=activation, name=name)(x)
 
 
-def compile_classifier(model, num_classes, optimizer):
-    """The chapter's loss and metric for the number of classes."""
-    model.compile(optimizer=optimizer, loss=loss_for(num_classes), metrics=["accuracy"])
+def compile_classifier(model, num_classes, optimizer, steps_per_execution=1):
+    """The chapter's loss and metric for the number of classes. ``steps_per_execution``: batches
+    per compiled call (a head on cached features spends most of a step in per-call overhead)."""
+    model.compile(optimizer=optimizer, loss=loss_for(num_classes), metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
     return model

@@ -10,9 +10,11 @@ import collections
 from ..checks import DEFAULT_IMAGE_SIZE, lookup
 from ..errors import SmallvisionError
 
-Stage = collections.namedtuple("Stage", "name epochs enter")
+Stage = collections.namedtuple("Stage", "name epochs enter inputs", defaults=(None,))
 Stage.__doc__ = """One stage of training: ``epochs`` epochs; ``enter(model) -> model`` runs once
-when the stage begins (None: nothing to change), e.g. fine-tuning's unfreeze."""
+when the stage begins (None: nothing to change), e.g. fine-tuning's unfreeze; ``inputs(prep,
+progress, seed) -> {split: inputs}`` when the stage trains on other inputs than the strategy's
+(None: :meth:`Strategy.inputs`), e.g. fine-tuning on cached maps of the base's lower part."""
 
 OPTION_NAMES = ("backbone", "head", "weights", "views", "start", "head_epochs")  # every strategy option there is
 

@@ -46,11 +46,61 @@ class Features(pretrained.Pretrained):
         return keras.Model(images, head(x), name=f"features_{o['backbone']}")
 
 
+HEAD_STEPS_PER_CALL = 16  # a head step on cached vectors is ~1 ms of work and ~10 ms of call overhead
+
+
 def head_model(image_size, num_classes, learning_rate, options):
     """The chapter's head, compiled, on what :func:`extractor` gives (a pooled vector or a map)."""
     o = pretrained.options(options)
-    inputs = keras.Input(shape=extractor(image_size, o, weights=False).output_shape[1:], name="features")
-    return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o['backbone']}_{o['head']}_head")
+    inputs = keras.Input(shape=Extractor(o, image_size).shape, name="features")
+    return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o['backbone']}_{o['head']}_head",
+                                 steps_per_execution=HEAD_STEPS_PER_CALL)
+
+
+class Extractor:
+    """A frozen network whose output is cached, and how it is named.
+
+    Args:
+        options: the pretrained options (backbone, head, weights).
+        image_size: its input size.
+        part: "" for the whole base (pooled for a ``gap`` head), else a name for another output
+            (fine-tuning: ``lower-<layer>``, the map that feeds the top block).
+        build: ``build(weights: bool) -> keras.Model`` (uint8 images in); default :func:`extractor`.
+    """
+
+    def __init__(self, options, image_size, part="", build=None):
+        self.o = pretrained.options(options)
+        self.size = tuple(image_size)
+        self.part = part or ("gap" if self.o["head"] == "gap" else "")
+        self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
+
+    def tag(self, input_key):
+        """What a cached row depends on besides the image: backbone, weights, the input (decoding,
+        or just the size for the exported network), the part of the network."""
+        return f"{self.o['backbone']}-{_weights_tag(self.o['weights'])}-{input_key}" + (f"-{self.part}" if self.part else "")
+
+    @property
+    def shape(self):
+        """One row's shape (the network built once per process, without weights, to find it)."""
+        key = (self.tag(""), self.size)
+        if key not in _SHAPES:
+            _SHAPES[key] = tuple(self._build(False).output_shape[1:])
+        return _SHAPES[key]
+
+    def runner(self, count):
+        """The network through the CPU runtime (exported once per backbone/weights/size/part)."""
+        from .. import runtime
+        h, w = self.size
+        return runtime.frozen(self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}", count=count,
+                              what=f"{self.o['backbone']} at {h}x{w}")
+
+    def store(self, kind, prep, cache_root=None):
+        from ..data.cache import ArrayStore, default_cache_root
+        return ArrayStore(os.path.join(cache_root or default_cache_root(), kind, self.tag(prep.spec.key)), self.shape,
+                          np.float16)
+
+
+_SHAPES = {}
 
 
 def extractor(image_size, options, weights=True):
@@ -71,35 +121,14 @@ def _weights_tag(weights):
         return "file-" + hashlib.sha256(f.read()).hexdigest()[:12]
 
 
-def _tag(o, input_key):
-    """What a cached feature depends on besides the image: backbone, weights, the input (decoding,
-    or just the size for the exported network), pooling."""
-    return f"{o['backbone']}-{_weights_tag(o['weights'])}-{input_key}" + ("-gap" if o["head"] == "gap" else "")
-
-
-def _store(kind, o, prep, cache_root):
-    from ..data.cache import ArrayStore, default_cache_root
-    size = (prep.spec.height, prep.spec.width)
-    shape = extractor(size, o, weights=False).output_shape[1:]  # no weights read when all is cached
-    return ArrayStore(os.path.join(cache_root or default_cache_root(), kind, _tag(o, prep.spec.key)), shape, np.float16)
-
-
-def _runner(o, image_size, count):
-    """The frozen extractor through the CPU runtime (exported once per backbone/weights/size)."""
-    from .. import runtime
-    h, w = image_size
-    key = f"{_tag(o, f'{h}x{w}')}-keras{keras.__version__}"
-    return runtime.frozen(extractor(image_size, o), key, count=count, what=f"{o['backbone']} at {h}x{w}")
-
-
-def _fill(store, todo, make_batch, o, image_size, label, progress):
-    """Run the frozen extractor over the rows ``todo`` ({key: anything make_batch needs}) and
+def _fill(store, todo, make_batch, ex, label, progress):
+    """Run extractor ``ex`` over the rows ``todo`` ({key: anything make_batch needs}) and
     append them to ``store``, 256 at a time (a killed run keeps every finished chunk)."""
     from ..progress import Progress
     from ..runtime import run_batches
     if not todo:
         return
-    runner = _runner(o, image_size, len(todo))
+    runner = ex.runner(len(todo))
     keys = list(todo)
     bar = Progress(label, len(keys), enabled=progress)
     with store.writer() as writer:
@@ -113,28 +142,29 @@ def _fill(store, todo, make_batch, o, image_size, label, progress):
     store.refresh()
 
 
-def cached_features(prep, options, progress=True, cache_root=None):
-    """{split: cached features} for every split, extracting only what the cache lacks."""
-    o = pretrained.options(options)
-    store = _store("features", o, prep, cache_root)
+def cached_features(prep, options, progress=True, cache_root=None, extractor=None):
+    """{split: cached features} for every split, extracting only what the cache lacks
+    (``extractor``: an :class:`Extractor`, default the whole base)."""
+    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
+    store = ex.store("features", prep, cache_root)
     shas = {name: [prep.index.entries[p].sha256 for p in positions] for name, positions in prep.splits.items()}
     todo = {}
     for name in shas:  # each missing image once, whatever split it is in
         for i, sha in enumerate(shas[name]):
             if sha not in store and sha not in todo:
                 todo[sha] = (name, i)
-    _fill(store, todo, lambda items: np.stack([prep.images[n][i] for n, i in items]), o,
-          (prep.spec.height, prep.spec.width), f"extracting {o['backbone']} features", progress)
+    _fill(store, todo, lambda items: np.stack([prep.images[n][i] for n, i in items]), ex,
+          f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part.startswith("lower") else ""), progress)
     return {name: store.images(s) for name, s in shas.items()}
 
 
-def cached_views(prep, options, views, progress=True, cache_root=None, split="train"):
+def cached_views(prep, options, views, progress=True, cache_root=None, split="train", extractor=None):
     """``views`` augmented views of every image of ``split`` through the frozen extractor, cached
-    by image content, view number, augmentation and extractor (``views/<tag>-chapter/``), shared
+    by image content, view number, augmentation and extractor (``views/chapter/<tag>/``), shared
     by every seed, head and run. Returns the rows ``[image * views + view]``."""
     from ..data.augment import chapter_view, view_rng
-    o = pretrained.options(options)
-    store = _store(os.path.join("views", "chapter"), o, prep, cache_root)
+    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
+    store = ex.store(os.path.join("views", "chapter"), prep, cache_root)
     shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
     keys = [f"{sha}/{k}" for sha in shas for k in range(views)]
     todo = {key: (i, k) for i, sha in enumerate(shas) for k, key in enumerate(keys[i * views:(i + 1) * views])
@@ -144,8 +174,8 @@ def cached_views(prep, options, views, progress=True, cache_root=None, split="tr
     def make_batch(items):
         return np.stack([chapter_view(images[i], view_rng(shas[i], 0, k)) for i, k in items])
 
-    _fill(store, todo, make_batch, o, (prep.spec.height, prep.spec.width),
-          f"computing {views} augmented views x {len(shas)} images ({o['backbone']})", progress)
+    _fill(store, todo, make_batch, ex, f"computing {views} augmented views x {len(shas)} images ({ex.o['backbone']}"
+          + (f", {ex.part}" if ex.part.startswith("lower") else "") + ")", progress)
     return store.images(keys)
 
 
@@ -155,6 +185,7 @@ class ViewSet:
     is used twice."""
 
     per_epoch = True
+    cheap = True
 
     def __init__(self, rows, views, seed):
         self.rows, self.views = rows, int(views)
@@ -175,13 +206,13 @@ class FreshViews:
     does), each through the fast frozen extractor; nothing cached."""
 
     per_epoch = True
+    cheap = False  # every batch runs the frozen network
 
-    def __init__(self, prep, options, seed, split="train"):
-        self.o = pretrained.options(options)
+    def __init__(self, prep, options, seed, split="train", extractor=None):
+        self.ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
         self.images = prep.images[split]
         self.shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
         self.seed = int(seed)
-        self.size = (prep.spec.height, prep.spec.width)
         self.runner = None
         self._lock = threading.Lock()  # Keras' worker threads ask for batches at the same time
 
@@ -193,6 +224,6 @@ class FreshViews:
         from ..runtime import run_batches
         with self._lock:
             if self.runner is None:
-                self.runner = _runner(self.o, self.size, None)
+                self.runner = self.ex.runner(None)
         batch = np.stack([chapter_view(self.images[i], view_rng(self.shas[i], 1, self.seed, epoch)) for i in indices])
         return run_batches(self.runner, batch).astype(np.float16)

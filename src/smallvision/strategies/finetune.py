@@ -14,9 +14,23 @@ Fine-tuning: the registry's top block (VGG16: block5_conv1-3, the chapter's "las
 EfficientNet-Lite: the last MBConv block and the head conv) becomes trainable; every
 BatchNormalization layer stays frozen, hence in inference mode, so its moving statistics
 do not change; recompiled with RMSprop at ``learning_rate`` (default 1e-5).
+
+Neither stage re-runs what nobody trains. The head stage is ``features-augment``'s (the head
+on cached augmented views). For fine-tuning, the base is cut where the top block begins: the
+frozen lower part's output for every view (and for the unaugmented validation and test
+images) is computed once through the CPU runtime and cached (``views/chapter/<tag>-lower-<layer>``;
+shared by every seed and start run with the same base weights), and only the top block and
+the head train, on those maps. That is exact: below the cut nothing trains and BatchNorm is
+in inference mode. ``model.keras`` is still the chapter's one model, uint8 image to probability:
+augmentation, the whole base with the fine-tuned top block, the head.
 """
+import keras
+from keras import layers
+
+from ..models.heads import compile_classifier
+from ..models.walk import leaves, producers, split
 from ..runs import resolve_model
-from . import features_augment, pretrained
+from . import features, features_augment, pretrained
 from .base import Stage, get, register
 
 
@@ -52,7 +66,7 @@ class Finetune(pretrained.Pretrained):
     summary = "features-augment, then the backbone's top block unfrozen (RMSprop 1e-5, 30 epochs)"
     default_epochs = 30
     default_learning_rate = 1e-5
-    options = ("backbone", "head", "weights", "start", "head_epochs")
+    options = ("backbone", "head", "weights", "views", "start", "head_epochs")
 
     def default_image_size(self, options):
         if options and options.get("start"):
@@ -65,6 +79,7 @@ class Finetune(pretrained.Pretrained):
 
     def validate(self, options, class_names):
         """A start run must have been trained on the same classes, from a pretrained base."""
+        features_augment.views(options)
         if not options.get("start"):
             super().validate(options, class_names)
             return
@@ -79,11 +94,10 @@ class Finetune(pretrained.Pretrained):
                              f"has {list(class_names)}")
 
     def build(self, image_size, num_classes, seed, learning_rate, options=None):
-        """The model the first stage trains: the start model, or a new features-augment model."""
+        """The model the first stage trains: the head on cached views, or the start model."""
         o = dict(options or {})
         if not o.get("start"):
-            return features_augment.build_model(image_size, num_classes, seed,
-                                                features_augment.FeaturesAugment.default_learning_rate, o)
+            return features.head_model(image_size, num_classes, features_augment.FeaturesAugment.default_learning_rate, o)
         model = _load_start(o["start"])
         if tuple(model.input_shape[1:3]) != tuple(image_size):
             raise ValueError(f"--from {o['start']}: the model takes {model.input_shape[1]}x{model.input_shape[2]} "
@@ -97,17 +111,38 @@ class Finetune(pretrained.Pretrained):
         return model
 
     def stages(self, config):
-        """Head first (unless started from a trained run), then fine-tuning."""
+        """Head first on cached views (unless started from a trained run), then fine-tuning on the
+        cached lower-part maps."""
         o = config.options
         n = len(config.class_names)
+        size = tuple(config.image_size)
 
         def enter_finetune(model):
-            model, _ = pretrained.unfreeze_top_block(model, backbone_of(model), n, config.learning_rate)
-            return model
+            full = model if o.get("start") else features_augment.FeaturesAugment().export(model, size, o)
+            return top_model(full, n, config.learning_rate)
+
+        def head_inputs(prep, progress, seed):
+            return features_augment.FeaturesAugment().inputs(prep, o, progress, seed)
+
+        def finetune_inputs(prep, progress, seed):
+            return lower_inputs(prep, o, progress, seed)
 
         head_epochs = 0 if o.get("start") else int(o.get("head_epochs", features_augment.FeaturesAugment.default_epochs))
-        out = [Stage("head", head_epochs, None)] if head_epochs else []
-        return out + [Stage("finetune", config.epochs, enter_finetune)]
+        out = [Stage("head", head_epochs, None, head_inputs)] if head_epochs else []
+        return out + [Stage("finetune", config.epochs, enter_finetune, finetune_inputs)]
+
+    def export(self, model, image_size, options):
+        """The chapter's one model (augmentation, base, head) with the fine-tuned weights."""
+        o = dict(options or {})
+        if model.name.endswith("_head"):  # stopped before fine-tuning began: the head alone
+            return features_augment.FeaturesAugment().export(model, image_size, o)
+        full = _load_start(o["start"]) if o.get("start") else features_augment.build_model(
+            image_size, _classes(model), 0, 1e-3, o)
+        by_name = {layer.name: layer for layer in leaves(full) if layer.weights}
+        for layer in leaves(model):
+            if layer.weights:
+                by_name[layer.name].set_weights(layer.get_weights())
+        return full
 
     def backbone(self, options):
         if options.get("start"):
@@ -116,3 +151,70 @@ class Finetune(pretrained.Pretrained):
                 return get(config.strategy).backbone(config.options)
             return backbone_of(_load_start(options["start"]))
         return super().backbone(options)
+
+
+def _classes(model):
+    units = model.output_shape[-1]
+    return 2 if units == 1 else units
+
+
+def cut_layer(backbone, base):
+    """The layer after which fine-tuning's trainable part begins: what feeds the top block."""
+    first = pretrained.top_block(backbone, base)[0]
+    found = [layer for layer in leaves(base) if layer.name == first]
+    if not found:
+        raise ValueError(f"backbone {backbone}: top-block layer {first} not found")
+    before = producers(found[0])
+    if len(before) != 1:
+        raise ValueError(f"backbone {backbone}: {first} has {len(before)} inputs; cannot cut before it")
+    return before[0]
+
+
+def top_model(full, num_classes, learning_rate):
+    """What fine-tuning trains: the lower part's map -> the top block -> the head, cut out of the
+    chapter's model ``full`` (sharing its weights), top block trainable (BatchNorm frozen), compiled."""
+    backbone = backbone_of(full)
+    base = full.get_layer(backbone)
+    _, top = split(full, cut_layer(backbone, base))
+    top = keras.Model(top.input, top.output, name=f"finetune_{backbone}_top")
+    names = set(pretrained.top_block(backbone, base))
+    for layer in leaves(top):
+        if layer.name in names:
+            layer.trainable = not isinstance(layer, layers.BatchNormalization)
+    return compile_classifier(top, num_classes, keras.optimizers.RMSprop(learning_rate),
+                              features.HEAD_STEPS_PER_CALL)
+
+
+def lower_extractor(image_size, options, weights=True):
+    """uint8 images -> the map that feeds the top block, from the frozen base of ``options``."""
+    o = pretrained.options(options)
+    base = pretrained.frozen_base(image_size, o, weights=weights)
+    body, _ = split(base, cut_layer(o["backbone"], base))
+    images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
+    return keras.Model(images, body(images), name=f"{o['backbone']}_lower")
+
+
+def _base_options(options):
+    """The base the maps come from: this run's, or the start run's (followed back through a chain
+    of finetune runs). Its lower part is frozen in all of them, so the maps are the same."""
+    if not options.get("start"):
+        return {k: v for k, v in options.items() if k in ("backbone", "weights")}
+    config = _start(options["start"]).config
+    if config is None:
+        raise ValueError(f"--from {options['start']}: a model file without its run folder; fine-tuning on cached "
+                         "maps needs the run's config.json (give the run folder)")
+    return _base_options(config.options)
+
+
+def lower_inputs(prep, options, progress, seed):
+    """{split: inputs} of the fine-tuning stage: views of the lower part's map for training,
+    the unaugmented maps for validation and test."""
+    o = pretrained.options(_base_options(options))
+    size = (prep.spec.height, prep.spec.width)
+    cut = cut_layer(o["backbone"], pretrained.frozen_base(size, o, weights=False)).name
+    ex = features.Extractor(o, size, part=f"lower-{cut}", build=lambda weights: lower_extractor(size, o, weights))
+    k = features_augment.views(options)
+    clean = features.cached_features(prep, o, progress, extractor=ex)
+    train = features.FreshViews(prep, o, seed, extractor=ex) if k == "exact" else \
+        features.ViewSet(features.cached_views(prep, o, k, progress, extractor=ex), k, seed)
+    return dict(clean, train=train)

@@ -1,5 +1,5 @@
 """What the pretrained strategies share: their options, the frozen conv base, the chapter's
-head, and the fine-tuning switch (unfreeze the top block, keep BatchNorm in inference mode).
+head, and the top block that fine-tuning unfreezes (``finetune.top_model`` does it).
 
 A note on "inference mode" under Keras 3: ``base(x, training=False)`` inside a functional
 model does *not* stick — the outer ``fit`` passes ``training=True`` down to every nested
@@ -82,10 +82,10 @@ def head(x, head_kind, num_classes):
     return classifier_output(x, num_classes)
 
 
-def classifier(inputs, features, opts, num_classes, learning_rate, name):
+def classifier(inputs, features, opts, num_classes, learning_rate, name, steps_per_execution=1):
     """The chapter's head on ``features`` as one compiled model from ``inputs`` (RMSprop)."""
     model = keras.Model(inputs, head(features, opts["head"], num_classes), name=name)
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
+    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate), steps_per_execution)
 
 
 def top_block(backbone, base):
@@ -97,30 +97,3 @@ def top_block(backbone, base):
         return tuple(names)
     weighted = [layer.name for layer in leaves(base) if layer.weights and not isinstance(layer, layers.BatchNormalization)]
     return tuple(weighted[-4:])
-
-
-def unfreeze_top_block(model, backbone, num_classes, learning_rate):
-    """Fine-tuning's switch, in place: the backbone's top block becomes trainable (its
-    BatchNormalization layers stay frozen, so in inference mode), everything else in the
-    backbone stays frozen, and the model is recompiled with RMSprop at ``learning_rate``.
-
-    Returns:
-        (model, names of the layers made trainable)
-    """
-    try:
-        base = model.get_layer(backbone)
-    except ValueError:
-        raise ValueError(f"the model has no {backbone!r} conv base to fine-tune "
-                         f"(its layers: {', '.join(layer.name for layer in model.layers)})") from None
-    names = set(top_block(backbone, base))
-    base.trainable = True  # containers trainable, then each leaf decides
-    unfrozen = []
-    for layer in leaves(base):
-        layer.trainable = layer.name in names and not isinstance(layer, layers.BatchNormalization)
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    missing = names - {layer.name for layer in leaves(base)}
-    if missing:
-        raise ValueError(f"backbone {backbone}: top-block layers not found: {', '.join(sorted(missing))}")
-    compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate))
-    return model, unfrozen
