@@ -103,3 +103,13 @@ def test_demo_data_is_the_digits_as_class_folders(tmp_path):
     folder = write_digits(tmp_path / "digits")
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(d) for d in range(10)]
     assert sum(1 for _ in folder.glob("*/*.png")) == 1797
+
+
+@pytest.mark.slow
+def test_demo_compares_scratch_and_features_in_a_ladder_report(tmp_path, capsys):
+    """The main job's path, shortened (1 epoch each): a ladder of the two, its report, predictions."""
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--epochs-scale", "0.01", "--image-size", "80"]) == 0
+    out = capsys.readouterr()
+    assert "scratch" in out.out and "features" in out.out
+    assert (tmp_path / "demo" / "ladder" / "report.html").is_file()
+    assert out.err.count("predict (") == 5

@@ -48,22 +48,26 @@ def _verbose(args):
 # -- demo -------------------------------------------------------------------------------------
 
 def add_demo(sub):
-    p = _verb(sub, "demo", "the main job, offline: write a stand-in image folder, train, evaluate, predict", """
+    p = _verb(sub, "demo", "the main job, offline: the from-scratch convnet beside pretrained features on a "
+              "stand-in image folder, the ladder's report, a few predictions", """
   smallvision demo                          # offline stand-in: scikit-learn's digits, a few minutes
-  smallvision demo --data path/to/photos    # the same on your own folder (180x180, scratch)""")
+  smallvision demo --data path/to/photos    # the same on your own folder (the chapter's epochs)
+  smallvision demo --strategies scratch,augment,features""")
     p.add_argument("--data", help="use this image folder instead of the digits stand-in")
     p.add_argument("--out", default="smallvision-demo", help="where the demo writes (default: %(default)s)")
-    p.add_argument("--strategy", default="scratch")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=_size)
+    p.add_argument("--strategies", default="scratch,features", help="strategies to compare (default: %(default)s)")
+    p.add_argument("--epochs-scale", type=float, help="multiply the strategies' epochs (digits: 0.2; own data: 1)")
+    p.add_argument("--image-size", type=_size, help="one size for all (digits: 80; own data: the backbone's)")
+    _runtime_arg(p)
     p.set_defaults(func=demo)
 
 
 def demo(args):
     api = _api()
-    run = api.demo(args.out, data=args.data, strategy=args.strategy, epochs=args.epochs,
-                   image_size=args.image_size, verbose=_verbose(args))
-    print(api.describe(run))
+    out = api.demo(args.out, data=args.data, strategies=args.strategies.split(","), epochs_scale=args.epochs_scale,
+                   image_size=args.image_size)
+    print(api.summary_table(out))
+    print(f"report: {os.path.join(out, 'report.html')} and report.md")
     return 0
 
 
