@@ -40,6 +40,22 @@ def test_export_is_cached_and_matches_keras(isolated_cache):
     assert runtime.frozen(model, "small-test", count=3).name == "onnxruntime"
 
 
+def test_models_with_augmentation_layers_export_without_them():
+    """The augment, features-augment and finetune models carry RandomFlip/Rotation/Zoom, which break
+    the ONNX converter (keras#21346); outside training they are the identity, so the export drops them."""
+    from smallvision.models.augment import chapter_augmentation
+    from smallvision.models.convnet import chapter_convnet
+    from smallvision.models.walk import inference_graph
+    model = chapter_convnet((80, 80), 2, augmentation=chapter_augmentation(0), dropout=0.5)
+    x = _batch(4, 80)
+    graph = inference_graph(model)
+    assert not [layer for layer in graph.layers if type(layer).__name__.startswith("Random")]
+    np.testing.assert_allclose(graph.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-6)
+    runner = runtime.frozen(model, "augment-test", count=None)
+    assert runner.name == "onnxruntime"
+    np.testing.assert_allclose(runner(x), model.predict_on_batch(x), **TOL)
+
+
 def test_runtime_can_be_forced_and_bad_names_are_refused(monkeypatch):
     model = _small_model()
     monkeypatch.setenv("SMALLVISION_RUNTIME", "keras")

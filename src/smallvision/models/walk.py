@@ -3,6 +3,7 @@ augmentation ``Sequential``, a head): the one place that knows how.
 
 * :func:`leaves` — every layer that holds no other layer, depth first;
 * :func:`conv_layers` — the convolutions among them;
+* :func:`inference_graph` — the model without its augmentation layers (for exporters);
 * :func:`flat_graph` / :func:`split` — the model with its nested models inlined into one
   graph of leaf layers, cut at any leaf: ``body`` (image -> that layer's output) and
   ``head`` (that output -> the model's output). This is what Grad-CAM and the feature maps
@@ -139,3 +140,27 @@ def split(model, layers):
     head = keras.Model(fmap, tensors[len(nodes) - 1] if len(nodes) - 1 > cut else fmap,
                        name=f"{model.name}_from_{nodes[cut][0].name}")
     return body, head
+
+
+def is_augmentation(layer):
+    """Keras' random augmentation layers (RandomFlip, RandomRotation, RandomZoom, …): the
+    identity outside training."""
+    return type(layer).__name__.startswith("Random")
+
+
+def inference_graph(model):
+    """``model`` as it computes outside training: one flat graph without its augmentation layers
+    (they are the identity there), sharing the model's weights; ``model`` itself when it has none.
+    Exporters need this: augmentation layers break the ONNX and TF Lite conversions."""
+    if not any(is_augmentation(layer) for layer in leaves(model)):
+        return model
+    nodes = flat_graph(model)
+    inp = keras.Input(shape=model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    tensors = {-1: inp}
+    for i, (layer, inputs) in enumerate(nodes):
+        args = [tensors[j] for j in inputs]
+        if is_augmentation(layer):
+            tensors[i] = args[0]
+        else:
+            tensors[i] = layer(args[0] if len(args) == 1 else args)
+    return keras.Model(inp, tensors[len(nodes) - 1], name=f"{model.name}_inference")
