@@ -4,9 +4,9 @@ Every frozen forward pass of smallvision (feature extraction, the cached augment
 ``predict``) goes through :func:`frozen`: the Keras model is exported once to ONNX (Keras'
 own ``model.export(format="onnx")``), cached under ``<cache root>/onnx/<key>.onnx``, and run
 with ONNX Runtime. Why ONNX Runtime (bench/RESULTS.md §7, measured side by side on this 2-core
-CPU, Lite0 at 224 px): 2.9x the images/s of Keras-TF ``predict_on_batch`` with features equal
-to 1e-5, 115 MB installed with its converter (OpenVINO: 0.85x ONNX Runtime's speed, 180 MB),
-a 0.5 s start, and the same file runs under every Keras backend.
+CPU, Lite0 at 224 px): 2.8-3.0x the images/s of Keras-TF ``predict_on_batch`` with features
+equal to 1e-5, 114 MB installed with its converter (OpenVINO: 0.86x ONNX Runtime's speed,
+180 MB), a 0.5 s start, and the same file runs under every Keras backend.
 
 Keras stays the fallback: ``SMALLVISION_RUNTIME=keras`` (or ``--runtime keras``) forces it,
 and ``auto`` (the default) falls back with one line saying why when ONNX Runtime is not
@@ -28,7 +28,7 @@ from .errors import SmallvisionError
 from .progress import log
 
 RUNTIMES = ("auto", "onnxruntime", "keras")
-EXPORT_PAYS_OFF = 256  # images: below this, exporting (~5-7 s) costs more than Keras' slower passes
+EXPORT_PAYS_OFF = 256  # images: below this, exporting (~7-12 s for Lite0) costs more than Keras' slower passes
 TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}  # an export must match Keras to this on the probe batch
 BATCH = 32
 
