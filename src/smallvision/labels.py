@@ -13,6 +13,11 @@ def output_units(num_classes):
     return 1 if num_classes == 2 else int(num_classes)
 
 
+def classes_of_units(units):
+    """The number of classes of a classifier with ``units`` output units (1 sigmoid unit: 2)."""
+    return 2 if units == 1 else int(units)
+
+
 def is_binary(num_classes):
     """True when the model has one sigmoid unit (two classes)."""
     return output_units(num_classes) == 1

@@ -108,7 +108,8 @@ def frozen(model, key, count=None, what=None):
     """A runner for ``model`` (a Keras model that nobody trains any more).
 
     Args:
-        model: the Keras model (uint8 or float images in).
+        model: the Keras model (uint8 or float images in), or a function that builds it: then it
+            is built only when needed (Keras runs it, or it is exported), not for a cached export.
         key: names the exported file in the cache; must change whenever the model's weights,
             input size or structure do (e.g. backbone, weights file hash, size, Keras version).
         count: how many images the caller is about to run (None: many); with ``auto``, a
@@ -116,27 +117,28 @@ def frozen(model, key, count=None, what=None):
         what: how to name the model in the one-line notes (default: its name).
     """
     mode = chosen()
-    what = what or model.name
+    get = model if not hasattr(model, "predict_on_batch") else (lambda: model)
+    what = what or getattr(model, "name", key)
     if mode == "keras":
-        return KerasRunner(model)
+        return KerasRunner(get())
     path = cache_path(key)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return _fallback(model, mode, what, "onnxruntime is not installed (pip install onnxruntime tf2onnx)")
+        return _fallback(get, mode, what, "onnxruntime is not installed (pip install onnxruntime tf2onnx)")
     if not os.path.isfile(path):
         if mode == "auto" and count is not None and count < EXPORT_PAYS_OFF:
-            return KerasRunner(model)
+            return KerasRunner(get())
         try:
-            export(model, path)
+            export(get(), path)
         except ExportError as e:
-            return _fallback(model, mode, what, str(e))
+            return _fallback(get, mode, what, str(e))
     try:
         return OnnxRunner(path)
     except Exception as e:  # a damaged cache file: drop it, the next run exports again
         with contextlib.suppress(OSError):
             os.unlink(path)
-        return _fallback(model, mode, what, f"{path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})")
+        return _fallback(get, mode, what, f"{path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})")
 
 
 class ExportError(Exception):
@@ -182,8 +184,8 @@ def export(model, path, probe=None):
             os.unlink(tmp)
 
 
-def _fallback(model, mode, what, why):
+def _fallback(get, mode, what, why):
     if mode == "onnxruntime":
         raise SmallvisionError(f"{what}: {why}")
     log(f"note: {what}: {why}; running it with Keras instead (slower, same results)")
-    return KerasRunner(model)
+    return KerasRunner(get())

@@ -73,11 +73,12 @@ class Extractor:
         self.size = tuple(image_size)
         self.part = part or ("gap" if self.o["head"] == "gap" else "")
         self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
+        self._weights = _weights_tag(self.o["weights"])  # a weights file is hashed once, not per tag
 
     def tag(self, input_key):
         """What a cached row depends on besides the image: backbone, weights, the input (decoding,
         or just the size for the exported network), the part of the network."""
-        return f"{self.o['backbone']}-{_weights_tag(self.o['weights'])}-{input_key}" + (f"-{self.part}" if self.part else "")
+        return f"{self.o['backbone']}-{self._weights}-{input_key}" + (f"-{self.part}" if self.part else "")
 
     @property
     def shape(self):
@@ -91,7 +92,7 @@ class Extractor:
         """The network through the CPU runtime (exported once per backbone/weights/size/part)."""
         from .. import runtime
         h, w = self.size
-        return runtime.frozen(self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}", count=count,
+        return runtime.frozen(lambda: self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}", count=count,
                               what=f"{self.o['backbone']} at {h}x{w}")
 
     def store(self, kind, prep, cache_root=None):

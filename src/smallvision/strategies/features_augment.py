@@ -16,6 +16,7 @@ training only) -> the backbone's own preprocessing -> frozen base -> the trained
 """
 import keras
 
+from ..labels import classes_of_units
 from ..models.augment import chapter_augmentation
 from . import features, pretrained
 from .base import register
@@ -70,8 +71,7 @@ class FeaturesAugment(pretrained.Pretrained):
 
     def export(self, head, image_size, options):
         """The chapter's end-to-end model (augmentation, frozen base, head) with the trained head."""
-        units = head.output_shape[-1]
-        model = build_model(image_size, 2 if units == 1 else units, 0, 1e-3, options)
+        model = build_model(image_size, classes_of_units(head.output_shape[-1]), 0, 1e-3, options)
         for layer in head.layers:
             if layer.weights:
                 model.get_layer(layer.name).set_weights(layer.get_weights())

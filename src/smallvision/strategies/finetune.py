@@ -27,6 +27,7 @@ augmentation, the whole base with the fine-tuned top block, the head.
 import keras
 from keras import layers
 
+from ..labels import classes_of_units
 from ..models.heads import compile_classifier
 from ..models.walk import leaves, producers, split
 from ..runs import resolve_model
@@ -137,7 +138,7 @@ class Finetune(pretrained.Pretrained):
         if model.name.endswith("_head"):  # stopped before fine-tuning began: the head alone
             return features_augment.FeaturesAugment().export(model, image_size, o)
         full = _load_start(o["start"]) if o.get("start") else features_augment.build_model(
-            image_size, _classes(model), 0, 1e-3, o)
+            image_size, classes_of_units(model.output_shape[-1]), 0, 1e-3, o)
         by_name = {layer.name: layer for layer in leaves(full) if layer.weights}
         for layer in leaves(model):
             if layer.weights:
@@ -151,11 +152,6 @@ class Finetune(pretrained.Pretrained):
                 return get(config.strategy).backbone(config.options)
             return backbone_of(_load_start(options["start"]))
         return super().backbone(options)
-
-
-def _classes(model):
-    units = model.output_shape[-1]
-    return 2 if units == 1 else units
 
 
 def cut_layer(backbone, base):
