@@ -105,13 +105,54 @@ def test_batches_are_uint8_with_labels_shaped_for_the_loss(tiny_data):
 def test_shuffle_is_per_epoch_and_reproducible(tiny_data):
     prep = prepare(tiny_data, SPEC, (0.5, 0.25, 0.25), seed=0, progress=False)
     ds = ImageBatches(prep.images["train"], prep.labels["train"], 2, batch_size=16, shuffle=True, seed=7)
-    first = ds.order.copy()
+    first = ds[0][0]
     ds.on_epoch_end()
-    second = ds.order.copy()
+    second = ds[0][0]
     assert not np.array_equal(first, second)
     resumed = ImageBatches(prep.images["train"], prep.labels["train"], 2, batch_size=16, shuffle=True, seed=7,
                            epoch=1)
-    np.testing.assert_array_equal(resumed.order, second)
+    np.testing.assert_array_equal(resumed[0][0], second)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_tf_data_feed_gives_the_pydatasets_batches(tiny_data, weighted):
+    """fit() on TensorFlow reads ImageBatches through tf.data: the same batches, in the same order,
+    epoch after epoch (shuffled per epoch, per-epoch views, last short batch, sample weights)."""
+    import keras
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("not the TensorFlow backend: fit gets the PyDataset itself")
+    from smallvision.data.dataset import fit_input
+
+    class Views:  # a per-epoch input: the image plus the epoch number
+        per_epoch = True
+
+        def __init__(self, images):
+            self.images = images
+
+        def __len__(self):
+            return len(self.images)
+
+        def take(self, idx, epoch):
+            return self.images.take(idx).astype(np.int32) + 1000 * epoch
+
+    prep = prepare(tiny_data, SPEC, (0.5, 0.25, 0.25), seed=0, progress=False)
+    labels = prep.labels["train"]
+    w = balanced_class_weight(labels, 2) if weighted else None
+    ds = ImageBatches(Views(prep.images["train"]), labels, 2, batch_size=5, shuffle=True, seed=3, class_weight=w)
+    tf_ds, (callback,) = fit_input(ds)
+    got = {}
+    for epoch in (2, 3, 4):
+        callback.on_epoch_begin(epoch)
+        got[epoch] = [tuple(t.numpy() for t in b) for b in tf_ds]
+        assert len(got[epoch]) == len(ds) == 4
+    for epoch, i in [(e, i) for e in got for i in range(4)]:
+        batch = got[epoch][i]
+        want = ImageBatches(Views(prep.images["train"]), labels, 2, batch_size=5, shuffle=True, seed=3,
+                            class_weight=w, epoch=epoch)[i]
+        assert len(batch) == len(want) == (3 if weighted else 2)
+        for a, b in zip(batch, want):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
 
 
 def test_class_weights_become_sample_weights():

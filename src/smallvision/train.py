@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from .config import RunState
-from .data.dataset import ImageBatches
+from .data.dataset import ImageBatches, fit_input
 from .labels import as_probabilities
 from .metrics import classification_metrics, cross_entropy
 from .progress import duration
@@ -71,8 +71,10 @@ def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose
     recorder = RunRecorder(run, history, state, patience=patience, log=log)
     if initial < epochs and not state.stopped_early:
         train_ds.set_epoch(initial)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial,
-                  callbacks=[recorder], verbose=verbose)
+        x, feed = fit_input(train_ds)
+        val = fit_input(val_ds)[0] if val_ds is not None else None
+        model.fit(x, validation_data=val, epochs=epochs, initial_epoch=initial, shuffle=False,
+                  callbacks=feed + [recorder], verbose=verbose)
     return recorder.state
 
 
@@ -81,7 +83,7 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
     if len(images) == 0:
         return np.zeros((0, num_classes))
     ds = ImageBatches(images, np.zeros(len(images), dtype=np.int64), num_classes, batch_size=batch_size)
-    return as_probabilities(model.predict(ds, verbose=0), num_classes)
+    return as_probabilities(model.predict(fit_input(ds)[0], verbose=0), num_classes)
 
 
 def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None):
