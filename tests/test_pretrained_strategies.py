@@ -156,3 +156,29 @@ def test_features_augment_then_finetune_from_it_on_real_photos(shared_subset, tm
     for r in rows:
         key = os.path.relpath(r["path"], shared_subset).replace(os.sep, "/")
         assert r["probabilities"]["cats"] == pytest.approx(evaluated[key], abs=1e-3), key
+
+
+def test_finetune_fills_the_maps_and_the_pooled_views_in_one_frozen_pass(tiny_data, isolated_cache, monkeypatch):
+    """One pass of the frozen base fills both caches fine-tuning needs (the lower part's maps, and
+    the pooled vectors the head stage trains on): the base runs once per image and view, and the
+    pooled rows equal what the plain extractor computes (float16 cache: to 2e-3)."""
+    from smallvision.data import DecodeSpec, prepare
+    from smallvision.strategies import features
+    import smallvision.runtime as runtime
+    prep = prepare(tiny_data, DecodeSpec(64, 64), (0.5, 0.25, 0.25), seed=0, progress=False)
+    o = {"head": "gap", "views": 2}
+    runs = []
+    frozen = runtime.frozen
+    monkeypatch.setattr(runtime, "frozen", lambda model, key, **kw: runs.append(key) or frozen(model, key, **kw))
+    lower = finetune.lower_inputs(prep, o, False, 0)
+    assert len(runs) == 2 and all("lower-block14_add+gap" in k for k in runs)  # clean maps, then the views
+    assert lower["train"].rows.shape == (2 * 16, 2, 2, 192)
+    del runs[:]
+    pooled = features_augment.FeaturesAugment().inputs(prep, o, False, 0)  # all cached: no pass at all
+    assert runs == []
+    assert pooled["train"].rows.shape == (2 * 16, 1280) and pooled["test"].shape == (8, 1280)
+    plain = features.extractor((64, 64), o)
+    for split in ("validation", "test"):
+        want = plain.predict_on_batch(np.stack([prep.images[split][i] for i in range(len(prep.images[split]))]))
+        np.testing.assert_allclose(np.asarray(pooled[split].take(np.arange(8)), np.float32), want, atol=2e-3, rtol=2e-3)
+    assert finetune.lower_inputs(prep, o, False, 1)["train"].rows.shape == (32, 2, 2, 192) and runs == []

@@ -66,14 +66,17 @@ class Extractor:
         part: "" for the whole base (pooled for a ``gap`` head), else a name for another output
             (fine-tuning: ``lower-<layer>``, the map that feeds the top block).
         build: ``build(weights: bool) -> keras.Model`` (uint8 images in); default :func:`extractor`.
+        parts: for one network that fills several caches in one pass: their extractors, in the
+            order their rows (flattened) are concatenated in this network's output.
     """
 
-    def __init__(self, options, image_size, part="", build=None):
+    def __init__(self, options, image_size, part="", build=None, parts=None):
         self.o = pretrained.options(options)
         self.size = tuple(image_size)
         self.part = part or ("gap" if self.o["head"] == "gap" else "")
         self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
         self._weights = _weights_tag(self.o["weights"])  # a weights file is hashed once, not per tag
+        self.parts = list(parts) if parts else [self]
 
     def tag(self, input_key):
         """What a cached row depends on besides the image: backbone, weights, the input (decoding,
@@ -122,40 +125,49 @@ def _weights_tag(weights):
         return "file-" + hashlib.sha256(f.read()).hexdigest()[:12]
 
 
-def _fill(store, todo, make_batch, ex, label, progress):
-    """Run extractor ``ex`` over the rows ``todo`` ({key: anything make_batch needs}) and
-    append them to ``store``, 256 at a time (a killed run keeps every finished chunk)."""
+def _fill(stores, items, make_batch, ex, label, progress):
+    """Run extractor ``ex`` over the rows of ``items`` ({key: anything make_batch needs}) that one
+    of ``stores`` (one per part of ``ex``) lacks, and append them, 256 at a time (a killed run
+    keeps every finished chunk). Returns the first store."""
+    import contextlib
+
     from ..progress import Progress
     from ..runtime import run_batches
-    if not todo:
-        return
-    runner = ex.runner(len(todo))
-    keys = list(todo)
-    bar = Progress(label, len(keys), enabled=progress)
-    with store.writer() as writer:
-        for start in range(0, len(keys), 256):
-            chunk = keys[start:start + 256]
-            feats = run_batches(runner, make_batch([todo[k] for k in chunk]))
-            for k, f in zip(chunk, feats.astype(np.float16)):
-                writer.put(k, f)
-            bar.update(len(chunk))
-    bar.close()
-    store.refresh()
+    missing = [{k for k in items if k not in store} for store in stores]
+    keys = [k for k in items if any(k in m for m in missing)]
+    if keys:
+        runner = ex.runner(len(keys))
+        widths = np.cumsum([0] + [int(np.prod(p.shape)) for p in ex.parts])
+        bar = Progress(label, len(keys), enabled=progress)
+        with contextlib.ExitStack() as stack:
+            writers = [stack.enter_context(store.writer()) for store in stores]
+            for start in range(0, len(keys), 256):
+                chunk = keys[start:start + 256]
+                rows = run_batches(runner, make_batch([items[k] for k in chunk])).reshape(len(chunk), -1)
+                for j, (part, writer) in enumerate(zip(ex.parts, writers)):
+                    for k, row in zip(chunk, rows[:, widths[j]:widths[j + 1]].astype(np.float16)):
+                        if k in missing[j]:
+                            writer.put(k, row.reshape(part.shape))
+                bar.update(len(chunk))
+        bar.close()
+        for store in stores:
+            store.refresh()
+    return stores[0]
 
 
 def cached_features(prep, options, progress=True, cache_root=None, extractor=None):
     """{split: cached features} for every split, extracting only what the cache lacks
     (``extractor``: an :class:`Extractor`, default the whole base)."""
     ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
-    store = ex.store("features", prep, cache_root)
     shas = {name: [prep.index.entries[p].sha256 for p in positions] for name, positions in prep.splits.items()}
-    todo = {}
-    for name in shas:  # each missing image once, whatever split it is in
+    items = {}
+    for name in shas:  # each image once, whatever split it is in
         for i, sha in enumerate(shas[name]):
-            if sha not in store and sha not in todo:
-                todo[sha] = (name, i)
-    _fill(store, todo, lambda items: np.stack([prep.images[n][i] for n, i in items]), ex,
-          f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part.startswith("lower") else ""), progress)
+            items.setdefault(sha, (name, i))
+    store = _fill([p.store("features", prep, cache_root) for p in ex.parts], items,
+                  lambda chunk: np.stack([prep.images[n][i] for n, i in chunk]), ex,
+                  f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part != ex.parts[0].part or
+                                                               ex.part.startswith("lower") else ""), progress)
     return {name: store.images(s) for name, s in shas.items()}
 
 
@@ -165,18 +177,17 @@ def cached_views(prep, options, views, progress=True, cache_root=None, split="tr
     by every seed, head and run. Returns the rows ``[image * views + view]``."""
     from ..data.augment import chapter_view, view_rng
     ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
-    store = ex.store(os.path.join("views", "chapter"), prep, cache_root)
     shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
     keys = [f"{sha}/{k}" for sha in shas for k in range(views)]
-    todo = {key: (i, k) for i, sha in enumerate(shas) for k, key in enumerate(keys[i * views:(i + 1) * views])
-            if key not in store}
+    items = {key: (i, k) for i, sha in enumerate(shas) for k, key in enumerate(keys[i * views:(i + 1) * views])}
     images = prep.images[split]
 
-    def make_batch(items):
-        return np.stack([chapter_view(images[i], view_rng(shas[i], 0, k)) for i, k in items])
+    def make_batch(chunk):
+        return np.stack([chapter_view(images[i], view_rng(shas[i], 0, k)) for i, k in chunk])
 
-    _fill(store, todo, make_batch, ex, f"computing {views} augmented views x {len(shas)} images ({ex.o['backbone']}"
-          + (f", {ex.part}" if ex.part.startswith("lower") else "") + ")", progress)
+    store = _fill([p.store(os.path.join("views", "chapter"), prep, cache_root) for p in ex.parts], items, make_batch,
+                  ex, f"computing {views} augmented views x {len(shas)} images ({ex.o['backbone']}"
+                  + (f", {ex.part}" if ex.part != "gap" and ex.part else "") + ")", progress)
     return store.images(keys)
 
 

@@ -123,6 +123,7 @@ class Finetune(pretrained.Pretrained):
             return top_model(full, n, config.learning_rate)
 
         def head_inputs(prep, progress, seed):
+            lower_inputs(prep, o, progress, seed)  # one frozen pass fills the maps and the pooled views
             return features_augment.FeaturesAugment().inputs(prep, o, progress, seed)
 
         def finetune_inputs(prep, progress, seed):
@@ -190,6 +191,19 @@ def lower_extractor(image_size, options, weights=True):
     return keras.Model(images, body(images), name=f"{o['backbone']}_lower")
 
 
+def pair_extractor(image_size, options, weights=True):
+    """uint8 images -> the lower part's map (flattened) and the base's pooled output, concatenated:
+    what fine-tuning and the head stage cache, from one frozen pass."""
+    o = pretrained.options(options)
+    base = pretrained.frozen_base(image_size, o, weights=weights)
+    body, top = split(base, cut_layer(o["backbone"], base))
+    images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
+    lower = body(images)
+    pooled = layers.GlobalAveragePooling2D(name="avg_pool")(top(lower))
+    return keras.Model(images, layers.Concatenate(name="maps_and_pooled")([layers.Flatten(name="flat")(lower), pooled]),
+                       name=f"{o['backbone']}_lower_and_pooled")
+
+
 def _base_options(options):
     """The base the maps come from: this run's, or the start run's (followed back through a chain
     of finetune runs). Its lower part is frozen in all of them, so the maps are the same."""
@@ -209,6 +223,10 @@ def lower_inputs(prep, options, progress, seed):
     size = (prep.spec.height, prep.spec.width)
     cut = cut_layer(o["backbone"], pretrained.frozen_base(size, o, weights=False)).name
     ex = features.Extractor(o, size, part=f"lower-{cut}", build=lambda weights: lower_extractor(size, o, weights))
+    pooled = features.Extractor(o, size)
+    if pooled.part == "gap":  # the head's cached vectors come out of the same pass
+        ex = features.Extractor(o, size, part=f"{ex.part}+gap", build=lambda weights: pair_extractor(size, o, weights),
+                                parts=[ex, pooled])
     k = features_augment.views(options)
     clean = features.cached_features(prep, o, progress, extractor=ex)
     train = features.FreshViews(prep, o, seed, extractor=ex) if k == "exact" else \
