@@ -24,9 +24,10 @@ def finished_ladder(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
     data = make_folder(root / "data", per_class=16)
     out = root / "L"
+    from smallvision import runtime
     from smallvision import train as train_mod
-    real_fit = train_mod.fit
-    calls = []
+    real_fit, real_frozen = train_mod.fit, runtime.frozen
+    calls, frozen = [], []
 
     def fit_then_stop(*args, **kwargs):  # the 3rd run (features, seed 1) is interrupted (Ctrl-C)
         calls.append(1)
@@ -34,17 +35,19 @@ def finished_ladder(tmp_path_factory):
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)
 
-    train_mod.fit = fit_then_stop
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # module scope: set up before the per-test cache
+        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
+        mp.setattr(train_mod, "fit", fit_then_stop)
+        mp.setattr(runtime, "frozen", lambda model, key, **kw: frozen.append(key) or real_frozen(model, key, **kw))
         with pytest.raises(SmallvisionError, match="interrupted; continue with"):
             api.ladder(str(data), out=str(out), **SHORT)
-    finally:
-        train_mod.fit = real_fit
     assert Run(out / "runs" / "features-seed1").status["status"] == "interrupted"
     kept = {name: os.stat(out / "runs" / name / "model.keras").st_mtime_ns for name in ("scratch-seed0", "features-seed0")}
     assert not (out / "report.html").exists()
-    api.ladder(str(data), out=str(out), **SHORT)  # the same command again
-    return dict(data=data, out=out, kept=kept)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
+        api.ladder(str(data), out=str(out), **SHORT)  # the same command again
+    return dict(data=data, out=out, kept=kept, frozen=frozen)
 
 
 def test_an_interrupted_ladder_continues_and_keeps_finished_runs(finished_ladder):
@@ -61,6 +64,9 @@ def test_an_interrupted_ladder_continues_and_keeps_finished_runs(finished_ladder
     ft = Run(out / "runs" / "finetune-seed0")
     assert ft.config.options["head_epochs"] == 2 and ft.metrics["stages"] == {"head": 1, "finetune": 3}
     assert Run(out / "runs" / "features-seed1").config.seed == 1
+    # one frozen pass, up front, filled what features and finetune read: the clean images, the views
+    assert len(finished_ladder["frozen"]) == 2
+    assert all("-lower-block14_add+gap-" in key for key in finished_ladder["frozen"])
     # every run saw the same data and splits
     assert len({Run(out / "runs" / n).config.data_index_sha256 for n in runs}) == 1
 

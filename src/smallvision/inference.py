@@ -105,10 +105,13 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
 
     rows = []
     bar = Progress("predicting", len(files), enabled=progress and len(files) > chunk)
+    chunks = [files[start:start + chunk] for start in range(0, len(files), chunk)]
     with opencv_threads(1), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for start in range(0, len(files), chunk):
-            part = files[start:start + chunk]
-            decoded = list(pool.map(decode, part))
+        pending = [pool.submit(decode, path) for path in chunks[0]] if chunks else []
+        for n, part in enumerate(chunks):
+            decoded = [f.result() for f in pending]
+            # the next chunk decodes while this one runs through the model
+            pending = [pool.submit(decode, path) for path in chunks[n + 1]] if n + 1 < len(chunks) else []
             ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
             probs = classify(np.stack([decoded[i][0] for i in ok])) if ok else []
             p_of = dict(zip(ok, probs))

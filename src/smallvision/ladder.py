@@ -160,6 +160,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     write_json_atomic(os.path.join(out, "ladder.json"), meta)
 
     t0 = time.perf_counter()
+    _fill_caches(out, entries, settings, split, progress)
     for i, entry in enumerate(entries):
         path = os.path.join(out, "runs", entry["name"])
         run = Run(path)
@@ -190,6 +191,23 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         from .report import write_report
         write_report(out)
     return out
+
+
+def _fill_caches(out, entries, settings, split, progress):
+    """Before the first run: one frozen pass for what the pretrained strategies will read (the
+    features, the views, fine-tuning's maps), when finetune is among the runs still to do.
+    Run by run, features-augment would compute the views once and finetune its maps in a
+    second pass over the same views."""
+    by_name = {e["name"]: e for e in entries}
+    seeds = {}
+    for e in entries:
+        if e["strategy"] == "finetune" and Run(os.path.join(out, "runs", e["name"])).status.get("status") != "finished":
+            start = by_name.get(e["options"].get("start"))
+            seeds.setdefault(e["seed"], dict(start["options"] if start else e["options"]))
+    for seed, options in sorted(seeds.items()):
+        if progress:
+            log(f"ladder: one frozen pass for the pretrained strategies' caches (seed {seed}'s split)")
+        runner.fill_caches(settings["data"], "finetune", options, tuple(settings["image_size"]), split, seed, progress)
 
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,

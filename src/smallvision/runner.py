@@ -121,6 +121,14 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     return _train_stages(run, model, prep, config, None, verbose, progress, t0)
 
 
+def fill_caches(data, strategy, options, image_size, split=DEFAULT_SPLIT, seed=0, progress=True):
+    """Fill the caches a ``strategy`` run on ``data`` will read (no run folder): see
+    ``Strategy.fill_caches``."""
+    fractions = split_fractions(split)
+    prep = prepare(data, DecodeSpec(*parse_image_size(image_size)), fractions, seed, progress=progress)
+    strategies.get(strategy).fill_caches(prep, options, progress, seed)
+
+
 def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
     """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint.
 

@@ -46,6 +46,10 @@ class Strategy:
         ``per_epoch = True`` is asked ``take(indices, epoch)`` (e.g. one augmented view per epoch)."""
         return prep.images
 
+    def fill_caches(self, prep, options, progress=True, seed=0):
+        """Compute ahead, in as few passes as it can, what this strategy's runs will read from the
+        caches (the ladder calls it before its first run); default: nothing ahead."""
+
     def export(self, model, image_size, options):
         """The model saved as model.keras (uint8 images in, probabilities out); default: as trained."""
         return model

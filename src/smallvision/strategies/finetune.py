@@ -146,6 +146,12 @@ class Finetune(pretrained.Pretrained):
                 by_name[layer.name].set_weights(layer.get_weights())
         return full
 
+    def fill_caches(self, prep, options, progress=True, seed=0):
+        """One frozen pass for everything the pretrained strategies read: the clean images' lower
+        maps and pooled vectors (``features``), the views' maps and pooled vectors
+        (``features-augment``, the head stage). ``options``: the base's (no start run)."""
+        lower_inputs(prep, {k: v for k, v in options.items() if k != "start"}, progress, seed)
+
     def backbone(self, options):
         if options.get("start"):
             config = _start(options["start"]).config
