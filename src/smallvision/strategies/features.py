@@ -166,8 +166,8 @@ def cached_features(prep, options, progress=True, cache_root=None, extractor=Non
             items.setdefault(sha, (name, i))
     store = _fill([p.store("features", prep, cache_root) for p in ex.parts], items,
                   lambda chunk: np.stack([prep.images[n][i] for n, i in chunk]), ex,
-                  f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part != ex.parts[0].part or
-                                                               ex.part.startswith("lower") else ""), progress)
+                  f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part.startswith("lower") else ""),
+                  progress)
     return {name: store.images(s) for name, s in shas.items()}
 
 
@@ -187,7 +187,7 @@ def cached_views(prep, options, views, progress=True, cache_root=None, split="tr
 
     store = _fill([p.store(os.path.join("views", "chapter"), prep, cache_root) for p in ex.parts], items, make_batch,
                   ex, f"computing {views} augmented views x {len(shas)} images ({ex.o['backbone']}"
-                  + (f", {ex.part}" if ex.part != "gap" and ex.part else "") + ")", progress)
+                  + (f", {ex.part}" if ex.part.startswith("lower") else "") + ")", progress)
     return store.images(keys)
 
 
