@@ -31,6 +31,7 @@ def main():
                    "cache counted, as a new user's first ladder)")
     p.add_argument("--fresh", action="store_true", help="start the ladder folder (and --cache) empty")
     p.add_argument("--views", help="features-augment/finetune views (default: the strategy's)")
+    p.add_argument("--patience", type=int, help="every run stops after N epochs without a lower val_loss")
     p.add_argument("--record-only", action="store_true", help="record the finished runs of the ladder folder "
                    "as they are (while it is still running, or after an interruption)")
     a = p.parse_args()
@@ -42,14 +43,15 @@ def main():
     from smallvision import api
     from smallvision.report.collect import collect
 
-    name = f"{a.backbone}-x{a.epochs_scale:g}-{a.image_size or 'native'}"
+    name = f"{a.backbone}-x{a.epochs_scale:g}-{a.image_size or 'native'}" + (f"-p{a.patience}" if a.patience else "")
     out = os.path.join(os.path.expanduser("~"), ".cache", "smallvision-bench", "ladders", name)
     if a.fresh and not a.record_only:
         shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     if not a.record_only:
         api.ladder(str(DATA), out=out, strategies=a.strategies and a.strategies.split(","), backbone=a.backbone,
-                   epochs_scale=a.epochs_scale, seeds=a.seeds, image_size=a.image_size, views=a.views)
+                   epochs_scale=a.epochs_scale, seeds=a.seeds, image_size=a.image_size, views=a.views,
+                   patience=a.patience)
     wall = time.perf_counter() - t
     print(api.summary_table(out))
     report = collect(out)
@@ -62,7 +64,7 @@ def main():
     record(f"ladder_{name}", dict(
         benchmark="smallvision ladder on cats_vs_dogs_small (train 2,000 / validation 1,000 / test 2,000)",
         machine=machine(), epochs_scale=a.epochs_scale, seeds=a.seeds, backbone=a.backbone,
-        strategies=a.strategies, fresh_cache=bool(a.cache and a.fresh), views=a.views,
+        strategies=a.strategies, fresh_cache=bool(a.cache and a.fresh), views=a.views, patience=a.patience,
         wall_seconds_this_invocation=round(wall, 1), rows=rows, not_finished=report["pending"],
         note="accuracy as (mean, std over seeds or null); wall_seconds: mean per run"))
 

@@ -149,13 +149,19 @@ def test_ladder_command_line(tmp_path):
     data = make_folder(tmp_path / "data", per_class=12)
     out = tmp_path / "L"
     proc = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "scratch",
-                           "--epochs-scale", "0.04", "--image-size", "80", "--out", str(out), "--quiet"],
+                           "--epochs-scale", "0.04", "--image-size", "80", "--out", str(out), "--quiet",
+                           "--patience", "5"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0].split()[0] == "strategy" and "scratch" in proc.stdout
     assert "ladder 1/1: scratch, seed 0" in proc.stderr
     assert (out / "report.html").is_file()
+    assert Run(out / "runs" / "scratch-seed0").config.patience == 5  # every run stops early alike
+    with pytest.raises(SmallvisionError, match="ladder was made with patience=5, not None"):
+        api.ladder(str(data), out=str(out), strategies=["scratch"], epochs_scale=0.04, image_size=80, progress=False)
+    with pytest.raises(SmallvisionError, match="patience must be a positive integer. Received: patience=0"):
+        api.ladder(str(data), out=str(tmp_path / "L2"), strategies=["scratch"], patience=0, progress=False)
     bad = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "magic"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("smallvision: error: unknown strategy")

@@ -232,6 +232,8 @@ def add_ladder(sub):
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
     p.add_argument("--out", help="ladder folder (default: ladders/<data folder name>); re-run to continue")
     p.add_argument("--views", help="features-augment and finetune: augmented views per image (default 10) or 'exact'")
+    p.add_argument("--patience", type=int, help="every run stops after N epochs without a lower val_loss "
+                   "(default: the chapter's epochs in full)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     _runtime_arg(p)
     p.set_defaults(func=ladder)
@@ -241,7 +243,8 @@ def ladder(args):
     api = _api()
     out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
                      backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
-                     image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views)
+                     image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views,
+                     patience=args.patience)
     print(api.summary_table(out))
     print(f"report: {os.path.join(out, 'report.html')} and report.md")
     return 0

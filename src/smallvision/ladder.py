@@ -28,7 +28,7 @@ from .runs import Run
 from .strategies import LADDER
 from .strategies.pretrained import DEFAULT_BACKBONE
 
-SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split")  # fixed per folder
+SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split", "patience")  # fixed per folder
 
 
 def parse_seeds(seeds, strategies):
@@ -73,13 +73,13 @@ def plan(strategies_, seeds, epochs_scale, backbone=None, views=None):
     return runs
 
 
-def _settings(data, image_size, backbone, epochs_scale, batch_size, split):
+def _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience=None):
     from .backbones.registry import get as get_backbone
     if image_size is None:  # one size for every strategy: the backbone's own (the chapter: 180 for VGG16)
         image_size = get_backbone(backbone or DEFAULT_BACKBONE).native_size
     return dict(data=os.path.abspath(data), image_size=list(parse_image_size(image_size)),
                 backbone=backbone or DEFAULT_BACKBONE, epochs_scale=float(epochs_scale),
-                batch_size=int(batch_size), split=str(split))
+                batch_size=int(batch_size), split=str(split), patience=patience)
 
 
 def open_folder(out, settings):
@@ -129,7 +129,7 @@ def _run_names(out):
 
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None):
+               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None):
     """Train every strategy of the ladder on ``data``; returns the ladder folder.
 
     Args:
@@ -139,6 +139,8 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         seeds: runs per strategy: N, or "STRATEGY=N,..." (others 1).
         image_size: one size for every strategy; default the backbone's native size.
         views: augmented views per image of features-augment and finetune (default: theirs).
+        patience: every run stops after this many epochs without a lower val_loss (None: the
+            chapter's epochs in full); the best epoch is kept either way.
     """
     chosen = list(strategies or LADDER)
     known = strategies_module.names()
@@ -149,11 +151,13 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     chosen = [s for s in known if s in chosen]  # the chapter's order
     check_positive("epochs_scale", epochs_scale)
     check_positive("batch_size", batch_size, integer=True)
+    if patience is not None:
+        patience = check_positive("patience", patience, integer=True)
     split = ",".join(map(str, split_fractions(split)))
     if not os.path.isdir(data):
         raise SmallvisionError(f"{data}: no such data folder")
     out = out or os.path.join("ladders", os.path.basename(os.path.normpath(os.path.abspath(data))))
-    settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split)
+    settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience)
     meta = open_folder(out, settings)
     entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
@@ -182,7 +186,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
             os.makedirs(os.path.join(out, "runs"), exist_ok=True)
             run = runner.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
                                image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
-                               verbose=verbose, progress=progress, run_dir=path, **options)
+                               patience=patience, verbose=verbose, progress=progress, run_dir=path, **options)
         if progress:
             log(runner.describe(run))
     if progress:
@@ -211,11 +215,11 @@ def _fill_caches(out, entries, settings, split, progress):
 
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None):
+           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None):
     """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
 
     Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
     See :func:`run_ladder` for the arguments.
     """
     return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
-                      progress=progress, verbose=0, views=views)
+                      progress=progress, verbose=0, views=views, patience=patience)
