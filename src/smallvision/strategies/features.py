@@ -12,6 +12,7 @@ like any other run's model.
 This module also holds what ``features-augment`` caches: :func:`cached_views`, K augmented
 views of every training image through the same frozen network.
 """
+import contextlib
 import hashlib
 import os
 import threading
@@ -68,15 +69,19 @@ class Extractor:
         build: ``build(weights: bool) -> keras.Model`` (uint8 images in); default :func:`extractor`.
         parts: for one network that fills several caches in one pass: their extractors, in the
             order their rows (flattened) are concatenated in this network's output.
+        shape: one row's shape when the caller already knows it (else the network is built
+            without weights to find it).
     """
 
-    def __init__(self, options, image_size, part="", build=None, parts=None):
+    def __init__(self, options, image_size, part="", build=None, parts=None, shape=None):
         self.o = pretrained.options(options)
         self.size = tuple(image_size)
         self.part = part or ("gap" if self.o["head"] == "gap" else "")
         self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
         self._weights = _weights_tag(self.o["weights"])  # a weights file is hashed once, not per tag
         self.parts = list(parts) if parts else [self]
+        if shape is not None:
+            _SHAPES.setdefault((self.tag(""), self.size), tuple(shape))
 
     def tag(self, input_key):
         """What a cached row depends on besides the image: backbone, weights, the input (decoding,
@@ -129,8 +134,6 @@ def _fill(stores, items, make_batch, ex, label, progress):
     """Run extractor ``ex`` over the rows of ``items`` ({key: anything make_batch needs}) that one
     of ``stores`` (one per part of ``ex``) lacks, and append them, 256 at a time (a killed run
     keeps every finished chunk). Returns the first store."""
-    import contextlib
-
     from ..progress import Progress
     from ..runtime import run_batches
     missing = [{k for k in items if k not in store} for store in stores]

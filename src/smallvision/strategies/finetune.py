@@ -123,7 +123,7 @@ class Finetune(pretrained.Pretrained):
             return top_model(full, n, config.learning_rate)
 
         def head_inputs(prep, progress, seed):
-            lower_inputs(prep, o, progress, seed)  # one frozen pass fills the maps and the pooled views
+            self.fill_caches(prep, o, progress, seed)  # one frozen pass: the maps and the pooled views
             return features_augment.FeaturesAugment().inputs(prep, o, progress, seed)
 
         def finetune_inputs(prep, progress, seed):
@@ -227,10 +227,12 @@ def lower_inputs(prep, options, progress, seed):
     the unaugmented maps for validation and test."""
     o = pretrained.options(_base_options(options))
     size = (prep.spec.height, prep.spec.width)
-    cut = cut_layer(o["backbone"], pretrained.frozen_base(size, o, weights=False)).name
-    ex = features.Extractor(o, size, part=f"lower-{cut}", build=lambda weights: lower_extractor(size, o, weights))
-    pooled = features.Extractor(o, size)
-    if pooled.part == "gap":  # the head's cached vectors come out of the same pass
+    base = pretrained.frozen_base(size, o, weights=False)  # once, for the cut and both row shapes
+    cut = cut_layer(o["backbone"], base)
+    ex = features.Extractor(o, size, part=f"lower-{cut.name}", build=lambda weights: lower_extractor(size, o, weights),
+                            shape=cut.output.shape[1:])
+    if o["head"] == "gap":  # the head's cached vectors come out of the same pass
+        pooled = features.Extractor(o, size, shape=base.output_shape[-1:])
         ex = features.Extractor(o, size, part=f"{ex.part}+gap", build=lambda weights: pair_extractor(size, o, weights),
                                 parts=[ex, pooled])
     k = features_augment.views(options)
