@@ -172,7 +172,7 @@ def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapte
     data = make_folder(tmp_path / "split", splits={"train": 8, "validation": 4, "test": 4})
     kw = dict(out=tmp_path / "runs", epochs=2, image_size=64, verbose=0, progress=False)
     run = api.train(data, "features-augment", views=3, **kw)
-    assert run.config.options == {"views": 3}
+    assert run.config.options == {"views": 3, "classifier": "chapter"}
     shards = lambda: sorted(p.name for p in isolated_cache.glob("views/chapter/*/*.u8"))
     first = shards()
     assert len(first) == 1 and os.path.getsize(isolated_cache / "views" / "chapter" /

@@ -109,6 +109,7 @@ def add_train(sub):
   smallvision train data/cats_vs_dogs_small --strategy features --backbone vgg16 --head gap
   smallvision train data/cats_vs_dogs_small --strategy features --weights my_finetuned.pth  # or .safetensors
   smallvision train data/cats_vs_dogs_small --strategy features-augment --epochs 50
+  smallvision train data/cats_vs_dogs_small --strategy features --classifier linear --refit
   smallvision train data/cats_vs_dogs_small --strategy finetune --from runs/20261127-120000-features-augment
   smallvision train data/cats_vs_dogs_small --strategy finetune --head-epochs 20   # head, then fine-tuning
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
@@ -125,7 +126,8 @@ def add_train(sub):
     p.add_argument("--image-size", type=_size, help="SIZE or HEIGHT,WIDTH (default: 180, or the backbone's own size)")
     p.add_argument("--crop-to-aspect", action="store_true", help="crop the centre instead of squashing")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--learning-rate", type=float, help="RMSprop learning rate (default: the strategy's, 1e-3)")
+    p.add_argument("--learning-rate", type=float, help="default: the strategy's (RMSprop 1e-3; Adam 1e-2 for "
+                   "--classifier linear; finetune's fine-tuning 1e-5)")
     p.add_argument("--patience", type=int, help="stop after N epochs without a lower val_loss")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
@@ -133,6 +135,10 @@ def add_train(sub):
                    "default efficientnet_lite0)")
     p.add_argument("--head", choices=["flatten", "gap"], help="pretrained strategies: the chapter's Flatten head "
                    "or global average pooling (default: flatten on VGG, gap on the others)")
+    p.add_argument("--classifier", choices=["chapter", "linear"], help="pretrained strategies: the chapter's "
+                   "Dense 256 + Dropout head (default; chosen on validation, bench/RESULTS.md §9) or a linear "
+                   "one (the output layer with L2: a logistic regression)")
+    _refit_arg(p)
     p.add_argument("--weights", help="pretrained strategies: a weights file instead of the ImageNet weights "
                    "(.pth in torch.save's zip or legacy format, .safetensors; Keras .h5 for VGG)")
     p.add_argument("--from", dest="start", metavar="RUN", help="finetune: the features-augment run (or its "
@@ -144,6 +150,12 @@ def add_train(sub):
     _runtime_arg(p)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.set_defaults(func=train)
+
+
+def _refit_arg(p, what="the model"):
+    p.add_argument("--refit", action="store_true", help=f"after {what} is chosen on validation (its best epoch), "
+                   "train the final model on train + validation for as many epochs; the run keeps both "
+                   "(selection.keras and its figures, model.keras the final one)")
 
 
 def train(args):
@@ -158,7 +170,8 @@ def train(args):
                         learning_rate=args.learning_rate, patience=args.patience,
                         class_weight=args.class_weight, split=args.split, verbose=_verbose(args),
                         backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
-                        head_epochs=args.head_epochs, views=args.views)
+                        head_epochs=args.head_epochs, views=args.views, classifier=args.classifier,
+                        refit=args.refit)
     print(api.describe(run))
     return 0
 
@@ -219,6 +232,7 @@ def add_ladder(sub):
   smallvision ladder data/cats_vs_dogs_small --epochs-scale 0.2 --seeds 3
   smallvision ladder photos --strategies scratch,features,finetune --backbone efficientnet_lite2
   smallvision ladder photos --seeds scratch=1,augment=1,features=3 --out ladders/photos-3seeds
+  smallvision ladder data/cats_vs_dogs_small --patience 10 --refit   # final models on train + validation
   smallvision ladder data/cats_vs_dogs_small          # again, after an interruption: continues""")
     p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
     p.add_argument("--strategies", help="comma-separated (default: scratch,augment,features,features-augment,"
@@ -234,6 +248,9 @@ def add_ladder(sub):
     p.add_argument("--views", help="features-augment and finetune: augmented views per image (default 10) or 'exact'")
     p.add_argument("--patience", type=int, help="every run stops after N epochs without a lower val_loss "
                    "(default: the chapter's epochs in full)")
+    p.add_argument("--classifier", choices=["chapter", "linear"], help="the pretrained strategies' head "
+                   "(default: the chapter's)")
+    _refit_arg(p, "each run's epoch")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     _runtime_arg(p)
     p.set_defaults(func=ladder)
@@ -244,7 +261,7 @@ def ladder(args):
     out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
                      backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
                      image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views,
-                     patience=args.patience)
+                     patience=args.patience, classifier=args.classifier, refit=args.refit)
     print(api.summary_table(out))
     print(f"report: {os.path.join(out, 'report.html')} and report.md")
     return 0

@@ -42,6 +42,7 @@ class RunConfig:
     rejected: int = 0
     duplicates: int = 0
     options: dict = dataclasses.field(default_factory=dict)  # strategy options (backbone, head, weights, start, …)
+    refit: bool = False  # after selection on validation, the final model trains on train + validation
     versions: dict = dataclasses.field(default_factory=dict)
 
     @property

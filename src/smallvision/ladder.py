@@ -28,7 +28,9 @@ from .runs import Run
 from .strategies import LADDER
 from .strategies.pretrained import DEFAULT_BACKBONE
 
-SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split", "patience")  # fixed per folder
+SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split", "patience", "classifier",
+            "refit")  # fixed per folder
+_OLD = {"classifier": None, "refit": False}  # what a ladder.json written before a setting existed meant
 
 
 def parse_seeds(seeds, strategies):
@@ -50,7 +52,7 @@ def parse_seeds(seeds, strategies):
     return out
 
 
-def plan(strategies_, seeds, epochs_scale, backbone=None, views=None):
+def plan(strategies_, seeds, epochs_scale, backbone=None, views=None, classifier=None):
     """The runs of a ladder, in order: [{name, strategy, seed, epochs, options}]."""
     runs = []
     for strategy in strategies_:
@@ -61,6 +63,8 @@ def plan(strategies_, seeds, epochs_scale, backbone=None, views=None):
                 options["backbone"] = backbone or DEFAULT_BACKBONE
             if views is not None and "views" in strat.options:
                 options["views"] = views
+            if classifier is not None and "classifier" in strat.options:
+                options["classifier"] = classifier
             if strategy == "finetune":
                 if "features-augment" in strategies_ and seed < seeds["features-augment"]:
                     options = {"start": f"features-augment-seed{seed}", **({"views": views} if views else {})}
@@ -73,13 +77,15 @@ def plan(strategies_, seeds, epochs_scale, backbone=None, views=None):
     return runs
 
 
-def _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience=None):
+def _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience=None, classifier=None,
+              refit=False):
     from .backbones.registry import get as get_backbone
     if image_size is None:  # one size for every strategy: the backbone's own (the chapter: 180 for VGG16)
         image_size = get_backbone(backbone or DEFAULT_BACKBONE).native_size
     return dict(data=os.path.abspath(data), image_size=list(parse_image_size(image_size)),
                 backbone=backbone or DEFAULT_BACKBONE, epochs_scale=float(epochs_scale),
-                batch_size=int(batch_size), split=str(split), patience=patience)
+                batch_size=int(batch_size), split=str(split), patience=patience, classifier=classifier,
+                refit=bool(refit))
 
 
 def open_folder(out, settings):
@@ -88,8 +94,8 @@ def open_folder(out, settings):
     if os.path.isfile(path):
         old = read_json(path)
         for key in SETTINGS:
-            if old.get(key) != settings[key]:
-                raise SmallvisionError(f"{out}: this ladder was made with {key}={old.get(key)!r}, not "
+            if old.get(key, _OLD.get(key)) != settings[key]:
+                raise SmallvisionError(f"{out}: this ladder was made with {key}={old.get(key, _OLD.get(key))!r}, not "
                                        f"{settings[key]!r}; use another --out for a new ladder")
         return old
     os.makedirs(out, exist_ok=True)
@@ -129,7 +135,8 @@ def _run_names(out):
 
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None):
+               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None,
+               classifier=None, refit=False):
     """Train every strategy of the ladder on ``data``; returns the ladder folder.
 
     Args:
@@ -141,6 +148,10 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         views: augmented views per image of features-augment and finetune (default: theirs).
         patience: every run stops after this many epochs without a lower val_loss (None: the
             chapter's epochs in full); the best epoch is kept either way.
+        classifier: the pretrained strategies' head, "chapter" or "linear" (None: the default).
+        refit: every run's final model is retrained on train + validation for its chosen epoch
+            (``runner.train(refit=True)``); the report shows both figures. finetune starts from
+            the features-augment run's selection model, and its refit from that run's final one.
     """
     chosen = list(strategies or LADDER)
     known = strategies_module.names()
@@ -157,9 +168,15 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     if not os.path.isdir(data):
         raise SmallvisionError(f"{data}: no such data folder")
     out = out or os.path.join("ladders", os.path.basename(os.path.normpath(os.path.abspath(data))))
-    settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience)
+    if classifier is not None:
+        from .strategies.pretrained import options as pretrained_options
+        try:
+            pretrained_options({"classifier": classifier})
+        except ValueError as e:
+            raise SmallvisionError(str(e)) from None
+    settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience, classifier, refit)
     meta = open_folder(out, settings)
-    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views)
+    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views, classifier)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
     write_json_atomic(os.path.join(out, "ladder.json"), meta)
 
@@ -186,7 +203,8 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
             os.makedirs(os.path.join(out, "runs"), exist_ok=True)
             run = runner.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
                                image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
-                               patience=patience, verbose=verbose, progress=progress, run_dir=path, **options)
+                               patience=patience, refit=refit, verbose=verbose, progress=progress, run_dir=path,
+                               **options)
         if progress:
             log(runner.describe(run))
     if progress:
@@ -211,15 +229,16 @@ def _fill_caches(out, entries, settings, split, progress):
     for seed, options in sorted(seeds.items()):
         if progress:
             log(f"ladder: one frozen pass for the pretrained strategies' caches (seed {seed}'s split)")
-        runner.fill_caches(settings["data"], "finetune", options, tuple(settings["image_size"]), split, seed, progress)
+        runner.fill_caches(settings["data"], "finetune", options, tuple(settings["image_size"]), split, seed, progress,
+                           refit=settings["refit"])
 
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None):
+           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None, classifier=None, refit=False):
     """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
 
     Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
     See :func:`run_ladder` for the arguments.
     """
     return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
-                      progress=progress, verbose=0, views=views, patience=patience)
+                      progress=progress, verbose=0, views=views, patience=patience, classifier=classifier, refit=refit)

@@ -8,8 +8,10 @@ checked — the strategy's too (a weights file, a start run) — and the model i
 nothing behind. From then on every epoch is committed (``train.py``), so an interrupted or
 killed run resumes where it was.
 """
+import contextlib
 import datetime
 import os
+import shutil
 import time
 
 import numpy as np
@@ -32,7 +34,7 @@ def _now():
 def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
           crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
           split=DEFAULT_SPLIT, verbose="auto", progress=True, backbone=None, head=None, weights=None,
-          start=None, head_epochs=None, views=None, run_dir=None):
+          start=None, head_epochs=None, views=None, classifier=None, refit=False, run_dir=None):
     """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
 
     Args:
@@ -48,7 +50,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         crop_to_aspect: crop the centre to the target aspect instead of squashing.
         seed: seeds the split, shuffling, augmentation and weight initialisation (the global
             Python, NumPy and backend generators are seeded with it when the model is built).
-        learning_rate: default: the strategy's (RMSprop 1e-3).
+        learning_rate: default: the strategy's (RMSprop 1e-3; the linear classifier's Adam 1e-2;
+            finetune's fine-tuning stage 1e-5).
         patience: stop after this many epochs without a better val_loss (None: never).
         class_weight: None or "balanced" (weights inversely proportional to class frequency).
         split: train,validation,test fractions when ``data`` has no split folders.
@@ -60,6 +63,11 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
             fine-tune, or else how many epochs to train the head first (default 50).
         views: for features-augment: augmented views cached per training image (default 10), or
             "exact" (a fresh view every epoch).
+        classifier: for pretrained strategies: "chapter" (Dense 256, Dropout 0.5, output; the
+            default) or "linear" (the output layer alone, L2 on its kernel).
+        refit: after the epoch is chosen on validation, train the final model (``model.keras``)
+            on train + validation for that many epochs, from the same seed; ``selection.keras``
+            keeps the model the choice was made with, ``metrics.json`` both models' figures.
         run_dir: the run folder itself (instead of a new timestamped one under ``out``).
 
     Returns:
@@ -70,8 +78,6 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
 
     strat = strategies.get(strategy)
     epochs = check_positive("epochs", strat.default_epochs if epochs is None else epochs, integer=True)
-    learning_rate = float(check_positive("learning_rate", strat.default_learning_rate if learning_rate is None
-                                         else learning_rate))
     batch_size = check_positive("batch_size", batch_size, integer=True)
     patience = check_positive("patience", patience, integer=True, allow_none=True)
     seed = check_seed(seed)
@@ -80,12 +86,16 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     if head_epochs is not None:
         head_epochs = check_positive("head_epochs", head_epochs, integer=True)
     options = {k: v for k, v in (("backbone", backbone), ("head", head), ("weights", weights), ("start", start),
-                                 ("head_epochs", head_epochs), ("views", views)) if v is not None}
+                                 ("head_epochs", head_epochs), ("views", views), ("classifier", classifier))
+               if v is not None}
     strat.check_options(options)
     class_names = find_files(os.fspath(data))[0]
     try:
         strat.validate(options, class_names)
+        options = strat.resolve_options(options)
         size = parse_image_size(strat.default_image_size(options) if image_size is None else image_size)
+        learning_rate = float(check_positive("learning_rate", strat.learning_rate(options) if learning_rate is None
+                                             else learning_rate))
     except SmallvisionError:
         raise
     except ValueError as e:
@@ -112,7 +122,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         split_origin=prep.splits.origin, class_names=tuple(prep.class_names),
         counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
         data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
-        duplicates=len(prep.splits.duplicates), options=options, versions=versions())
+        duplicates=len(prep.splits.duplicates), options=options, refit=bool(refit),
+        optimizer=type(model.optimizer).__name__.lower(), versions=versions())
     run.write_config(config)
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
@@ -121,12 +132,14 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     return _train_stages(run, model, prep, config, None, verbose, progress, t0)
 
 
-def fill_caches(data, strategy, options, image_size, split=DEFAULT_SPLIT, seed=0, progress=True):
+def fill_caches(data, strategy, options, image_size, split=DEFAULT_SPLIT, seed=0, progress=True, refit=False):
     """Fill the caches a ``strategy`` run on ``data`` will read (no run folder): see
-    ``Strategy.fill_caches``."""
+    ``Strategy.fill_caches``; with ``refit``, what its final model reads too (the validation
+    images as training images)."""
+    from .data import with_validation_in_train
     fractions = split_fractions(split)
     prep = prepare(data, DecodeSpec(*parse_image_size(image_size)), fractions, seed, progress=progress)
-    strategies.get(strategy).fill_caches(prep, options, progress, seed)
+    strategies.get(strategy).fill_caches(with_validation_in_train(prep) if refit else prep, options, progress, seed)
 
 
 def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
@@ -187,7 +200,7 @@ def build(strat, spec, num_classes, seed, learning_rate, options=None):
 def _enter_stage(model, stages, k, state, progress):
     """Begin stage ``k`` (unless the committed state is already in it): run its ``enter``, and
     record where it starts. Returns ``(model, state)``."""
-    name, epochs, enter, _ = stages[k]
+    name, epochs, enter = stages[k][:3]
     if state.stage >= k:  # resumed inside this stage: the checkpoint already holds its model
         return model, state
     if enter is not None:
@@ -202,33 +215,128 @@ def _enter_stage(model, stages, k, state, progress):
 
 
 def _train_stages(run, model, prep, config, state, verbose, progress, t0):
-    """Train through the strategy's stages, then evaluate and publish; ``t0``: when this
-    process began on the run (wall time adds up across resumes in run.json)."""
+    """Train through the strategy's stages, then evaluate and publish (and, with ``refit``, train
+    and publish the final model); ``t0``: when this process began on the run (wall time adds
+    up across resumes in run.json)."""
     from . import train as train_mod
-    from .data.dataset import ImageBatches
     from .plots import plot_curves
 
     before = run.status.get("wall_seconds", 0)
     strat = strategies.get(config.strategy)
-    n = len(prep.class_names)
     stages = strat.stages(config)
-    state = state or RunState()
+    with _recorded_failures(run, before, t0):
+        model, state, inputs = _fit_stages(run, model, prep, config, stages, state or RunState(), verbose, progress)
+    if not state.best:
+        raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
+    sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
+    train_mod.finish(run, state, sets, prep.class_names, _eval_batch(inputs, config),
+                     export=lambda m: strat.export(m, config.image_size, config.options),
+                     model_file="selection.keras" if config.refit else "model.keras")
+    plot_curves(run.read_history(), run.file("curves.png"), stages=state.stages,
+                title=f"{config.strategy} on {os.path.basename(os.path.normpath(config.data))}")
+    if config.refit:
+        with _recorded_failures(run, before, t0):
+            _refit(run, prep, config, strat, stages, state, verbose, progress)
+    run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
+                   epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
+    return run
+
+
+def _fit_stages(run, model, prep, config, stages, state, verbose, progress, validate=True):
+    """Fit ``model`` through ``stages`` from the committed ``state``; without ``validate`` (a
+    refit) nothing is validated and patience does not apply. Returns (model, state, the last
+    stage's inputs)."""
+    from . import train as train_mod
+    from .data.dataset import ImageBatches
+    strat = strategies.get(config.strategy)
+    n = len(prep.class_names)
+    inputs = None
+    for k, stage in enumerate(stages):
+        if k < state.stage:
+            continue
+        inputs = stage.inputs(prep, progress, config.seed) if stage.inputs else \
+            strat.inputs(prep, config.options, progress, seed=config.seed)
+        train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
+                                seed=config.seed, class_weight=config.class_weights)
+        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, _eval_batch(inputs, config)) \
+            if validate else None
+        model, state = _enter_stage(model, stages, k, state, progress)
+        start = state.stage_start
+        schedule = (lambda epoch, s=stage, start=start: s.schedule(epoch - start, s.epochs)) if stage.schedule else None
+        state = train_mod.fit(model, run, train_ds, val_ds, start + stage.epochs, state,
+                              config.patience if validate else None, verbose=verbose,
+                              log=log if progress and verbose == 0 else None, schedule=schedule)
+    return model, state, inputs
+
+
+def refit_stages(stages, state):
+    """The final model's stages: each as long as the selection ran it, up to the chosen epoch
+    (``state.best_epoch``); a stage that began after it is dropped."""
+    firsts = [state.stages.get(stage.name) for stage in stages]
+    out = []
+    for k, (stage, first) in enumerate(zip(stages, firsts)):
+        if first is None or first > state.best_epoch:
+            break
+        last = firsts[k + 1] - 1 if k + 1 < len(firsts) and firsts[k + 1] is not None else state.epochs_done
+        out.append(stage._replace(epochs=min(last, state.best_epoch) - first + 1))
+    return out
+
+
+def _refit(run, prep, config, strat, stages, state, verbose, progress):
+    """Train the final model on train + validation, ``state.best_epoch`` epochs through the same
+    stages, from the same seed, in ``<run>/refit/`` (committed per epoch, so it resumes like a
+    run); publish it as model.keras and its test figures in metrics.json beside the
+    selection's."""
+    from . import train as train_mod
+    from ._io import read_json, write_json_atomic
+    from .data import with_validation_in_train
+    from .runs import load_model
+
+    plan = {"epochs": state.best_epoch, "stages": [[s.name, s.epochs] for s in refit_stages(stages, state)]}
+    ref = Run(run.file("refit"))
     try:
-        for k, stage in enumerate(stages):
-            if k < state.stage:
-                continue
-            inputs = stage.inputs(prep, progress, config.seed) if stage.inputs else \
-                strat.inputs(prep, config.options, progress, seed=config.seed)
-            train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
-                                    seed=config.seed, class_weight=config.class_weights)
-            val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, _eval_batch(inputs, config))
-            model, state = _enter_stage(model, stages, k, state, progress)
-            state = train_mod.fit(model, run, train_ds, val_ds, state.stage_start + stage.epochs, state,
-                                  config.patience, verbose=verbose, log=log if progress and verbose == 0 else None)
+        same = read_json(ref.file("plan.json")) == plan
+    except (OSError, ValueError):
+        same = False
+    if not same:  # a first refit, or the selection changed (a resume with more epochs)
+        shutil.rmtree(ref.path, ignore_errors=True)
+        os.makedirs(ref.path)
+        write_json_atomic(ref.file("plan.json"), plan)
+    merged = with_validation_in_train(prep)
+    rstate = ref.state
+    if progress:
+        what = f"resuming after epoch {rstate.epochs_done}" if rstate and rstate.epochs_done else "from the start"
+        log(f"refit: the final model on train + validation ({len(merged.labels['train'])} images), "
+            f"{plan['epochs']} epochs (the chosen epoch), {what}")
+    if rstate is not None and rstate.epochs_done:
+        import keras
+        keras.utils.set_random_seed(config.seed + rstate.epochs_done)
+        model = load_model(ref.file("checkpoint", rstate.last))
+    else:
+        rstate = RunState()
+        model = build(strat, prep.spec, len(prep.class_names), config.seed, config.learning_rate,
+                      strat.refit_options(config.options))
+    final_stages = [stages[[s.name for s in stages].index(name)]._replace(epochs=e) for name, e in plan["stages"]]
+    model, rstate, inputs = _fit_stages(ref, model, merged, config, final_stages, rstate, verbose, progress,
+                                        validate=False)
+    final = load_model(ref.file("checkpoint", rstate.last))
+    train_mod.publish_refit(run, final, strat.export(final, config.image_size, config.options),
+                            (inputs["test"], prep.labels["test"], prep.paths("test")), prep.class_names,
+                            _eval_batch(inputs, config),
+                            {"epochs": plan["epochs"], "stages": dict(plan["stages"]) if len(stages) > 1 else None,
+                             "trained_on": ["train", "validation"], "images": len(merged.labels["train"])})
+
+
+@contextlib.contextmanager
+def _recorded_failures(run, before, t0):
+    """Interruptions and failures while training: run.json says what happened, and the message
+    says how to continue (the last committed epoch is intact)."""
+    try:
+        yield
     except KeyboardInterrupt:
         run.set_status(status="interrupted", interrupted=_now(), wall_seconds=_wall(before, t0))
         raise SmallvisionError(f"interrupted; continue with: smallvision train --resume {run.path}") from None
-    except OSError as e:  # disk full, folder removed, ...: the last committed epoch is intact
+    except OSError as e:  # disk full, folder removed, ...
         try:
             run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
         except OSError:
@@ -243,16 +351,6 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
     except Exception as e:
         run.set_status(status="failed", error=f"{type(e).__name__}: {e}")
         raise
-    if not state.best:
-        raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
-    sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
-    train_mod.finish(run, state, sets, prep.class_names, _eval_batch(inputs, config),
-                     export=lambda m: strat.export(m, config.image_size, config.options))
-    plot_curves(run.read_history(), run.file("curves.png"), stages=state.stages,
-                title=f"{config.strategy} on {os.path.basename(os.path.normpath(config.data))}")
-    run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
-                   epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
-    return run
 
 
 def _eval_batch(inputs, config):
@@ -269,10 +367,16 @@ def _wall(before, t0):
 
 
 def describe(run):
-    """One line on a finished run: best epoch and validation/test accuracy."""
+    """One line on a finished run: best epoch and validation/test accuracy (with a refit: the
+    selection model's, then the final model's test accuracy)."""
     m = run.metrics
     parts = [f"{run.path}: best epoch {m['best_epoch']} of {m['epochs_done']}"]
+    chosen = m.get("selection", m)
     for name in ("validation", "test"):
-        if name in m:
-            parts.append(f"{name} accuracy {m[name]['accuracy']:.4f} (loss {m[name]['loss']:.4f}, n={m[name]['n']})")
+        if name in chosen:
+            parts.append(f"{name} accuracy {chosen[name]['accuracy']:.4f} (loss {chosen[name]['loss']:.4f}, "
+                         f"n={chosen[name]['n']})")
+    if "refit" in m and "test" in m:
+        parts.append(f"refit on train + validation: test accuracy {m['test']['accuracy']:.4f} "
+                     f"(loss {m['test']['loss']:.4f})")
     return "; ".join(parts)

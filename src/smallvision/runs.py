@@ -12,6 +12,9 @@
       history.csv       one row per epoch: loss, accuracy, val_loss, val_accuracy, seconds
       checkpoint/       state.json + last-NNNN.keras + best-NNNN.keras (what --resume uses)
       model.keras       the best model (lowest val_loss); plain keras.saving.load_model opens it
+                        (with --refit: the final model, retrained on train + validation)
+      selection.keras   with --refit: the model chosen on validation (refit/: the final one's
+                        checkpoints, history and plan, resumable like the run)
       metrics.json      validation and test: loss, accuracy, per-class precision/recall, confusion,
                         trainable/total parameters, stage starts (finetune)
       predictions.csv   every validation and test image: true, predicted, probability, loss
@@ -211,10 +214,13 @@ class Run:
 # -- "a run folder or a model file": one resolver, one loader ---------------------------------------
 
 class ModelSource:
-    """Where a trained model is: ``model_path`` (a .keras file) and the run it belongs to, if any."""
+    """Where a trained model is: ``model_path`` (a .keras file) and the run it belongs to, if any;
+    ``selection_path``: for a refit run folder its ``selection.keras`` (the model chosen on
+    validation, before the refit on train + validation), else ``model_path``."""
 
-    def __init__(self, model_path, run=None):
+    def __init__(self, model_path, run=None, selection_path=None):
         self.model_path, self.run = model_path, run
+        self.selection_path = selection_path or model_path
 
     @property
     def config(self):
@@ -230,7 +236,8 @@ def resolve_model(source):
         run = Run.open(source)
         if not os.path.isfile(run.model_path):
             raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
-        return ModelSource(run.model_path, run)
+        selection = run.file("selection.keras")
+        return ModelSource(run.model_path, run, selection if os.path.isfile(selection) else None)
     if not os.path.exists(source):
         raise SmallvisionError(f"{source}: no such run folder or model file")
     if not os.path.isfile(source) or not source.endswith(".keras"):

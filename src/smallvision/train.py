@@ -55,13 +55,14 @@ class RunRecorder(keras.callbacks.Callback):
             if left > 0 and not state.stopped_early:
                 mean = sum(r["seconds"] for r in self.history[-5:]) / len(self.history[-5:])
                 extra += f"  ETA {duration(mean * left)}"
+            best = f"  best epoch {state.best_epoch}" if "val_loss" in row else ""  # a refit validates nothing
             self.log(f"epoch {done}: " + "  ".join(f"{k} {row[k]:.4f}" for k in
-                     ("loss", "accuracy", "val_loss", "val_accuracy") if k in row) +
-                     f"  best epoch {state.best_epoch}{extra}")
+                     ("loss", "accuracy", "val_loss", "val_accuracy") if k in row) + f"{best}{extra}")
 
 
-def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose="auto", log=None):
-    """Fit ``model`` from the committed ``state`` (None: from scratch) up to ``epochs``.
+def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose="auto", log=None, schedule=None):
+    """Fit ``model`` from the committed ``state`` (None: from scratch) up to ``epochs``;
+    ``schedule(epoch) -> learning rate`` (0-based, counted over the whole run) when not constant.
 
     Returns the final committed :class:`~smallvision.config.RunState`.
     """
@@ -73,6 +74,8 @@ def fit(model, run, train_ds, val_ds, epochs, state=None, patience=None, verbose
         train_ds.set_epoch(initial)
         x, feed = fit_input(train_ds)
         val = fit_input(val_ds)[0] if val_ds is not None else None
+        if schedule is not None:  # set before each epoch from its number alone: a resume gets the same rates
+            feed = feed + [keras.callbacks.LearningRateScheduler(lambda epoch, lr: float(schedule(epoch)))]
         model.fit(x, validation_data=val, epochs=epochs, initial_epoch=initial, shuffle=False,
                   callbacks=feed + [recorder], verbose=verbose)
     return recorder.state
@@ -86,8 +89,8 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
     return as_probabilities(model.predict(fit_input(ds)[0], verbose=0), num_classes)
 
 
-def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None):
-    """Evaluate the best checkpoint, publish it as ``model.keras``, write every prediction.
+def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None, model_file="model.keras"):
+    """Evaluate the best checkpoint, publish it as ``model_file``, write every prediction.
 
     Args:
         evaluation_sets: ``{"validation": (inputs, labels, paths), "test": (...)}``, the
@@ -102,9 +105,9 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
     model = load_model(best)  # plain Keras, as a user would load it
     exported = export(model) if export is not None else model
     if exported is model:  # saved as trained: the checkpoint file is the model file
-        run.copy_file(("checkpoint", state.best), ("model.keras",))
+        run.copy_file(("checkpoint", state.best), (model_file,))
     else:
-        run.save_model(exported, "model.keras")
+        run.save_model(exported, model_file)
     total = exported.count_params()
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     metrics = {"best_epoch": state.best_epoch, "epochs_done": state.epochs_done,
@@ -118,6 +121,32 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None)
             probs = predict_probabilities(model, images, len(class_names), batch_size)
             metrics[name] = classification_metrics(probs, labels, class_names)
             rows += prediction_rows(name, paths, labels, probs, class_names)
+    run.write_predictions(rows)
+    run.write_metrics(metrics)
+    return metrics
+
+
+def publish_refit(run, final, exported, test_set, class_names, batch_size, refit):
+    """After :func:`finish` (which published the selection model as ``selection.keras``): publish
+    the refitted ``final`` model (``exported``: as saved) as ``model.keras``, and its test figures.
+
+    ``metrics.json`` then holds ``selection`` (the model chosen on validation: best epoch,
+    validation and test), ``refit`` (how the final model was trained) and, at the top level,
+    ``test`` of the final model; ``validation`` stays the selection model's (the final model
+    learnt from those images). ``predictions.csv``: validation rows from the selection model,
+    test rows from the final one.
+    """
+    metrics = run.metrics
+    metrics["selection"] = {"model": "selection.keras", "best_epoch": metrics["best_epoch"],
+                            **{k: metrics[k] for k in ("validation", "test") if k in metrics}}
+    metrics["refit"] = dict(refit, model="model.keras")
+    images, labels, paths = test_set
+    rows = [r for r in run.read_csv("predictions.csv") if r["split"] != "test"]
+    if len(labels):
+        probs = predict_probabilities(final, images, len(class_names), batch_size)
+        metrics["test"] = classification_metrics(probs, labels, class_names)
+        rows += prediction_rows("test", paths, labels, probs, class_names)
+    run.save_model(exported, "model.keras")
     run.write_predictions(rows)
     run.write_metrics(metrics)
     return metrics

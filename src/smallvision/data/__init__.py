@@ -38,3 +38,14 @@ def prepare(data, spec, fractions=DEFAULT_SPLIT, seed=0, cache_root=None, progre
         images[name] = cache.images([e.sha256 for e in entries])
         labels[name] = np.array([e.label for e in entries], dtype=np.int64)
     return Prepared(index, splits, spec, images, labels)
+
+
+def with_validation_in_train(prep):
+    """``prep`` with the validation images appended to train: what a refit's final model trains
+    on. Validation and test stay as they are (the refit validates on nothing)."""
+    train = list(prep.splits.train) + list(prep.splits.validation)
+    cache = prep.images["train"].cache
+    return dataclasses.replace(
+        prep, splits=dataclasses.replace(prep.splits, train=train),
+        images=dict(prep.images, train=cache.images([prep.index.entries[p].sha256 for p in train])),
+        labels=dict(prep.labels, train=np.concatenate([prep.labels["train"], prep.labels["validation"]])))

@@ -13,6 +13,8 @@ At 180×180 with two classes: 991,041 parameters.
 import keras
 from keras import layers
 
+from .heads import classifier_output
+
 FILTERS = (32, 64, 128, 256, 256)
 
 
@@ -25,13 +27,6 @@ def min_input_size(pooling=True):
     else:
         size += 2 * (len(FILTERS) - 1)
     return size
-
-
-def classifier_output(x, num_classes, name="predictions"):
-    """Dense(1, sigmoid) for two classes, Dense(N, softmax) for more."""
-    if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name=name)(x)
-    return layers.Dense(num_classes, activation="softmax", name=name)(x)
 
 
 def chapter_convnet(image_size=(180, 180), num_classes=2, augmentation=None, dropout=0.0,

@@ -2,11 +2,12 @@
 from ..labels import is_binary, loss_for, output_units
 
 
-def classifier_output(x, num_classes, name="predictions"):
+def classifier_output(x, num_classes, name="predictions", kernel_regularizer=None):
     """Dense(1, sigmoid) for two classes, Dense(N, softmax) for more."""
     from keras import layers
     activation = "sigmoid" if is_binary(num_classes) else "softmax"
-    return layers.Dense(output_units(num_classes), activation=activation, name=name)(x)
+    return layers.Dense(output_units(num_classes), activation=activation, name=name,
+                        kernel_regularizer=kernel_regularizer)(x)
 
 
 def compile_classifier(model, num_classes, optimizer, steps_per_execution=1):

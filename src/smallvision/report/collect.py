@@ -27,13 +27,35 @@ def _backbone(config):
         return config.options.get("backbone", "?")
 
 
+def _head(config):
+    """The pretrained strategies' head: pooling and classifier ("gap, chapter"); for a run
+    fine-tuned from another, that run's; None for the convnets trained from scratch."""
+    from ..strategies import pretrained
+    options = dict(config.options)
+    for _ in range(8):  # a finetune run's head is its start run's (follow a short chain)
+        if "start" not in options:
+            break
+        try:
+            from ..runs import resolve_model
+            options = dict(resolve_model(options["start"]).config.options)
+        except (ValueError, AttributeError, OSError):
+            return "?"
+    if "backbone" not in options and config.strategy in ("scratch", "augment", "nopool"):
+        return None
+    try:
+        o = pretrained.options(options)
+    except ValueError:
+        return "?"
+    return f"{o['head']}, {o['classifier']}"
+
+
 def _run_item(run):
     config, metrics, history = run.config, run.metrics, run.read_history()
     train_seconds = sum(r.get("seconds", 0) for r in history)
     n_train = sum(config.counts["train"])
     return dict(
         name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config.strategy,
-        seed=config.seed, backbone=_backbone(config), config=config, metrics=metrics, history=history,
+        seed=config.seed, backbone=_backbone(config), head=_head(config), refit=config.refit, config=config, metrics=metrics, history=history,
         image_size=list(config.image_size), wall_seconds=run.status.get("wall_seconds"),
         images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
 
@@ -44,7 +66,10 @@ def _strategy_row(items):
     val = _mean_std([i["metrics"].get("validation", {}).get("accuracy") for i in items])
     test = _mean_std([i["metrics"].get("test", {}).get("accuracy") for i in items])
     return dict(
-        strategy=first["strategy"], backbone=first["backbone"] or "-", seeds=len(items),
+        strategy=first["strategy"], backbone=first["backbone"] or "-", head=first["head"] or "-",
+        refit=any(i["refit"] for i in items), seeds=len(items),
+        selection_test_accuracy=_mean_std([i["metrics"].get("selection", i["metrics"]).get("test", {}).get("accuracy")
+                                           for i in items]),
         trainable=params.get("trainable"), total=params.get("total"),
         epochs=[i["metrics"]["epochs_done"] for i in items], best_epochs=[i["metrics"]["best_epoch"] for i in items],
         val_accuracy=val, test_accuracy=test,

@@ -55,18 +55,28 @@ def blocks(report):
                  f"data: {report['data']['data']}.")]
     if report["pending"]:
         out.append(("p", f"Not finished yet (re-run the ladder to continue): {', '.join(report['pending'])}."))
-    header = ["strategy", "backbone", "trainable / total params", "image size", "seeds", "epochs", "best epoch",
-              "validation accuracy", "test accuracy", "test loss", "wall time", "images/s (training)",
-              "chapter (2nd ed.)"]
-    rows = [[r["strategy"], r["backbone"], _params(r), "x".join(map(str, r["image_size"])), str(r["seeds"]),
-             _ints(r["epochs"]), _ints(r["best_epochs"]), percent(r["val_accuracy"]), percent(r["test_accuracy"]),
-             "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", duration(r["wall_seconds"]),
-             "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}", CHAPTER.get(r["strategy"], "")]
+    refit = any(r["refit"] for r in report["rows"])
+    header = ["strategy", "backbone", "head", "trainable / total params", "image size", "seeds", "epochs",
+              "best epoch", "validation accuracy"] + (["test accuracy (selection model)"] if refit else []) + \
+        ["test accuracy", "test loss", "wall time", "images/s (training)", "chapter (2nd ed.)"]
+    rows = [[r["strategy"], r["backbone"], r["head"], _params(r), "x".join(map(str, r["image_size"])), str(r["seeds"]),
+             _ints(r["epochs"]), _ints(r["best_epochs"]), percent(r["val_accuracy"])]
+            + ([percent(r["selection_test_accuracy"]) if r["refit"] else "-"] if refit else [])
+            + [percent(r["test_accuracy"]) + (" (refit)" if r["refit"] else ""),
+               "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", duration(r["wall_seconds"]),
+               "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}",
+               CHAPTER.get(r["strategy"], "")]
             for r in report["rows"]]
     out += [("h2", "Results"), ("table", header, rows, "summary"),
             ("p", "Accuracy: mean ± standard deviation over seeds; best epoch: lowest validation loss, whose "
-                  "checkpoint is the run's model.keras and is what the test figures measure. Wall time: mean per "
-                  "run, including decoding and feature extraction where the caches were cold.")]
+                  "checkpoint is the run's model.keras and is what the test figures measure. Head: pooling, then "
+                  "the chapter's Dense 256 + Dropout classifier or a linear one. Wall time: mean per run, "
+                  "including decoding and feature extraction where the caches were cold.")]
+    if refit:
+        out.append(("p", "Refit: the epoch was chosen on validation by the selection model (its validation and "
+                         "test figures), then the final model (model.keras; test accuracy marked \"refit\") was "
+                         "trained on train + validation for that many epochs. Its validation figure would mean "
+                         "nothing: it learnt from those images."))
 
     firsts = {strategy: group[0] for strategy, group in report["groups"].items()}
     if len(firsts) > 1:
@@ -181,9 +191,12 @@ def html_page(content, title):
 
 def summary_table(report):
     """The strategy table of collected ``report`` contents as fixed-width text (for a terminal)."""
-    rows = [("strategy", "backbone", "seeds", "best epoch", "validation", "test")]
+    rows = [("strategy", "backbone", "head", "seeds", "best epoch", "validation", "test")]
     for r in report["rows"]:
-        rows.append((r["strategy"], r["backbone"], str(r["seeds"]), ", ".join(map(str, r["best_epochs"])),
-                     percent(r["val_accuracy"]), percent(r["test_accuracy"])))
+        test = percent(r["test_accuracy"])
+        if r["refit"]:
+            test = f"{test} refit (selection model: {percent(r['selection_test_accuracy'])})"
+        rows.append((r["strategy"], r["backbone"], r["head"], str(r["seeds"]), ", ".join(map(str, r["best_epochs"])),
+                     percent(r["val_accuracy"]), test))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -10,13 +10,15 @@ import collections
 from ..checks import DEFAULT_IMAGE_SIZE, lookup
 from ..errors import SmallvisionError
 
-Stage = collections.namedtuple("Stage", "name epochs enter inputs", defaults=(None,))
+Stage = collections.namedtuple("Stage", "name epochs enter inputs schedule", defaults=(None, None))
 Stage.__doc__ = """One stage of training: ``epochs`` epochs; ``enter(model) -> model`` runs once
 when the stage begins (None: nothing to change), e.g. fine-tuning's unfreeze; ``inputs(prep,
 progress, seed) -> {split: inputs}`` when the stage trains on other inputs than the strategy's
-(None: :meth:`Strategy.inputs`), e.g. fine-tuning on cached maps of the base's lower part."""
+(None: :meth:`Strategy.inputs`), e.g. fine-tuning on cached maps of the base's lower part;
+``schedule(k, epochs) -> learning rate`` of the stage's epoch k (0-based) when it is not
+constant (None: the compiled one throughout), e.g. the linear head's cosine decay."""
 
-OPTION_NAMES = ("backbone", "head", "weights", "views", "start", "head_epochs")  # every strategy option there is
+OPTION_NAMES = ("backbone", "head", "classifier", "weights", "views", "start", "head_epochs")  # every strategy option there is
 
 _REGISTRY = {}
 
@@ -33,9 +35,18 @@ class Strategy:
     def validate(self, options, class_names):
         """Raise ``ValueError`` (one line) on options that cannot work, before any work is done."""
 
+    def resolve_options(self, options):
+        """The options recorded in a new run's config: the given ones, with any default that may
+        change between versions filled in (so a resumed run keeps what it was trained with)."""
+        return options
+
     def default_image_size(self, options):
         """``(height, width)`` when the user gives none."""
         return DEFAULT_IMAGE_SIZE
+
+    def learning_rate(self, options):
+        """The learning rate when the user gives none (it may depend on the options)."""
+        return self.default_learning_rate
 
     def build(self, image_size, num_classes, seed, learning_rate, options=None):
         """The compiled ``keras.Model`` that training fits."""
@@ -49,6 +60,10 @@ class Strategy:
     def fill_caches(self, prep, options, progress=True, seed=0):
         """Compute ahead, in as few passes as it can, what this strategy's runs will read from the
         caches (the ladder calls it before its first run); default: nothing ahead."""
+
+    def refit_options(self, options):
+        """The options :meth:`build` gets for a refit's final model; default: the run's."""
+        return options
 
     def export(self, model, image_size, options):
         """The model saved as model.keras (uint8 images in, probabilities out); default: as trained."""

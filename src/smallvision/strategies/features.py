@@ -51,7 +51,8 @@ HEAD_STEPS_PER_CALL = 16  # a head step on cached vectors is ~1 ms of work and ~
 
 
 def head_model(image_size, num_classes, learning_rate, options):
-    """The chapter's head, compiled, on what :func:`extractor` gives (a pooled vector or a map)."""
+    """The head (``options["classifier"]``), compiled, on what :func:`extractor` gives (a pooled
+    vector or a map)."""
     o = pretrained.options(options)
     inputs = keras.Input(shape=Extractor(o, image_size).shape, name="features")
     return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o['backbone']}_{o['head']}_head",

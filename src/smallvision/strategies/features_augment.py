@@ -52,7 +52,7 @@ class FeaturesAugment(pretrained.Pretrained):
     name = "features-augment"
     summary = "augmented views through the frozen pretrained base (cached), dense classifier (RMSprop, 50 epochs)"
     default_epochs = 50
-    options = ("backbone", "head", "weights", "views")
+    options = ("backbone", "head", "classifier", "weights", "views")
 
     def validate(self, opts, class_names):
         super().validate(opts, class_names)

@@ -43,10 +43,13 @@ def _start(start):
         raise ValueError(f"--from {e}") from None
 
 
-def _load_start(start):
+def _load_start(start, final=False):
+    """The start run's model: the one chosen on validation (a refit run's ``selection.keras``),
+    or with ``final`` its published model.keras (what a refit fine-tunes)."""
     from ..runs import load_model
+    source = _start(start)
     try:
-        return load_model(_start(start).model_path)
+        return load_model(source.model_path if final else source.selection_path)
     except ValueError as e:
         raise ValueError(f"--from {start}: {str(e).split(': ', 1)[-1]}") from None
 
@@ -67,7 +70,11 @@ class Finetune(pretrained.Pretrained):
     summary = "features-augment, then the backbone's top block unfrozen (RMSprop 1e-5, 30 epochs)"
     default_epochs = 30
     default_learning_rate = 1e-5
-    options = ("backbone", "head", "weights", "views", "start", "head_epochs")
+    options = ("backbone", "head", "classifier", "weights", "views", "start", "head_epochs")
+
+    def learning_rate(self, options):
+        """The fine-tuning stage's (the head stage's is features-augment's)."""
+        return self.default_learning_rate
 
     def default_image_size(self, options):
         if options and options.get("start"):
@@ -84,6 +91,8 @@ class Finetune(pretrained.Pretrained):
         if not options.get("start"):
             super().validate(options, class_names)
             return
+        if "classifier" in options:
+            raise ValueError("--classifier is the start run's (its head is fine-tuned); give it to that run")
         config = _start(options["start"]).config
         if config is None:
             return
@@ -98,8 +107,8 @@ class Finetune(pretrained.Pretrained):
         """The model the first stage trains: the head on cached views, or the start model."""
         o = dict(options or {})
         if not o.get("start"):
-            return features.head_model(image_size, num_classes, features_augment.FeaturesAugment.default_learning_rate, o)
-        model = _load_start(o["start"])
+            return features.head_model(image_size, num_classes, features_augment.FeaturesAugment().learning_rate(o), o)
+        model = _load_start(o["start"], final=o.pop("refit_from_final", False))
         if tuple(model.input_shape[1:3]) != tuple(image_size):
             raise ValueError(f"--from {o['start']}: the model takes {model.input_shape[1]}x{model.input_shape[2]} "
                              f"images. Received: image_size={tuple(image_size)}")
@@ -110,6 +119,11 @@ class Finetune(pretrained.Pretrained):
                              f"{num_classes} classes")
         backbone_of(model)
         return model
+
+    def refit_options(self, options):
+        """A refit fine-tunes the start run's published model (with a refit start run: the one
+        trained on train + validation), where the selection fine-tuned its selection model."""
+        return dict(options, refit_from_final=True) if options.get("start") else options
 
     def stages(self, config):
         """Head first on cached views (unless started from a trained run), then fine-tuning on the
@@ -130,7 +144,9 @@ class Finetune(pretrained.Pretrained):
             return lower_inputs(prep, o, progress, seed)
 
         head_epochs = 0 if o.get("start") else int(o.get("head_epochs", features_augment.FeaturesAugment.default_epochs))
-        out = [Stage("head", head_epochs, None, head_inputs)] if head_epochs else []
+        head_lr = features_augment.FeaturesAugment().learning_rate(o)
+        out = [Stage("head", head_epochs, None, head_inputs, pretrained.head_schedule(o, head_lr))] if head_epochs \
+            else []
         return out + [Stage("finetune", config.epochs, enter_finetune, finetune_inputs)]
 
     def export(self, model, image_size, options):

@@ -7,28 +7,37 @@ layer. What does hold: a BatchNormalization layer that is not trainable always u
 moving statistics, and a dropout layer with rate 0 does nothing. ``frozen_base`` relies on
 exactly those two facts, so the base computes the same features in ``fit`` as in ``predict``.
 """
+import math
+
 import keras
 from keras import layers
 
 from ..models.heads import classifier_output, compile_classifier
 from ..models.walk import leaves
-from .base import Strategy
+from .base import Stage, Strategy
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 HEADS = ("flatten", "gap")
+CLASSIFIERS = ("chapter", "linear")
+DEFAULT_CLASSIFIER = "chapter"  # a new run records its classifier: the backbone's default_classifier
+LINEAR_L2 = 1e-3  # per-sample L2 of the linear head: a logistic regression's C ~ 1 / (2 * 1e-3 * n), 0.25 at n=2,000
+LINEAR_LEARNING_RATE = 1e-2  # Adam, decayed to ~0 over the epochs (cosine): the last epoch is at the optimum
 _NOISE = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
           layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout)
 
 
 def options(options):
-    """The strategy options with their defaults filled in (backbone, head, weights)."""
+    """The strategy options with their defaults filled in (backbone, head, weights, classifier)."""
     from ..backbones.registry import get
     o = dict(options or {})
     o.setdefault("backbone", DEFAULT_BACKBONE)
     o.setdefault("head", get(o["backbone"]).default_head)
     o.setdefault("weights", "imagenet")
+    o.setdefault("classifier", DEFAULT_CLASSIFIER)  # what a run recorded before the option existed had
     if o["head"] not in HEADS:
         raise ValueError(f"head must be one of {HEADS}. Received: head={o['head']!r}")
+    if o["classifier"] not in CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {CLASSIFIERS}. Received: classifier={o['classifier']!r}")
     return o
 
 
@@ -36,7 +45,24 @@ class Pretrained(Strategy):
     """What ``features``, ``features-augment`` and ``finetune`` share: the backbone options,
     the weights file checked at the edge, the backbone's native image size."""
 
-    options = ("backbone", "head", "weights")
+    options = ("backbone", "head", "weights", "classifier")
+
+    def learning_rate(self, opts):
+        """The head's: RMSprop 1e-3 for the chapter's head, Adam 1e-2 for the linear one."""
+        return LINEAR_LEARNING_RATE if options(opts)["classifier"] == "linear" else self.default_learning_rate
+
+    def resolve_options(self, opts):
+        """The classifier, when none is given, is the backbone's default (chosen on validation,
+        bench/RESULTS.md §9), and recorded: a run keeps its head if that default changes."""
+        from ..backbones.registry import get
+        o = dict(opts)
+        if "classifier" not in o and "start" not in o:
+            o["classifier"] = get(options(o)["backbone"]).default_classifier
+        return o
+
+    def stages(self, config):
+        """One stage; the linear head's learning rate decays over it (:func:`head_schedule`)."""
+        return [Stage("train", config.epochs, None, schedule=head_schedule(config.options, config.learning_rate))]
 
     def validate(self, opts, class_names):
         """The backbone's name, the head, and a ``weights`` file (readable, read without running
@@ -70,22 +96,43 @@ def frozen_base(image_size, opts, weights=True):
     return base
 
 
-def head(x, head_kind, num_classes):
-    """The chapter's classifier on a feature map: Flatten (or global average pooling) ->
-    Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid) / Dense(N, softmax). On an already
-    pooled vector (the cached features of a ``gap`` head) the pooling is not repeated."""
+def head(x, opts, num_classes):
+    """The classifier on a feature map or an already pooled vector (the cached features of a
+    ``gap`` head: the pooling is not repeated). ``opts["head"]``: Flatten or global average
+    pooling first; ``opts["classifier"]``:
+
+    * ``chapter``: Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid) / Dense(N, softmax);
+    * ``linear``: the output layer alone, with L2 on its kernel (a logistic regression).
+    """
+    o = options(opts)
     if len(x.shape) > 2:
-        x = layers.Flatten(name="flatten")(x) if head_kind == "flatten" else \
+        x = layers.Flatten(name="flatten")(x) if o["head"] == "flatten" else \
             layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if o["classifier"] == "linear":
+        return classifier_output(x, num_classes, kernel_regularizer=keras.regularizers.L2(LINEAR_L2))
     x = layers.Dense(256, activation="relu", name="dense")(x)
     x = layers.Dropout(0.5, name="dropout")(x)
     return classifier_output(x, num_classes)
 
 
+def head_schedule(opts, learning_rate):
+    """The linear head's learning rate per epoch: cosine decay from ``learning_rate`` towards 0
+    over the stage, so that training ends at the regularised regression's optimum instead of
+    wandering around it at a constant step (and a refit, decayed over its own epochs, ends there
+    too). None for the chapter's head: a constant rate, as in the chapter."""
+    if options(opts)["classifier"] != "linear":
+        return None
+    return lambda k, epochs: learning_rate * 0.5 * (1 + math.cos(math.pi * min(k, epochs) / max(epochs, 1)))
+
+
 def classifier(inputs, features, opts, num_classes, learning_rate, name, steps_per_execution=1):
-    """The chapter's head on ``features`` as one compiled model from ``inputs`` (RMSprop)."""
-    model = keras.Model(inputs, head(features, opts["head"], num_classes), name=name)
-    return compile_classifier(model, num_classes, keras.optimizers.RMSprop(learning_rate), steps_per_execution)
+    """The head on ``features`` as one compiled model from ``inputs`` (RMSprop for the chapter's
+    head, as in the chapter; Adam for the linear one)."""
+    o = options(opts)
+    model = keras.Model(inputs, head(features, o, num_classes), name=name)
+    optimizer = keras.optimizers.Adam(learning_rate) if o["classifier"] == "linear" else \
+        keras.optimizers.RMSprop(learning_rate)
+    return compile_classifier(model, num_classes, optimizer, steps_per_execution)
 
 
 def top_block(backbone, base):
