@@ -179,11 +179,13 @@ def train(args):
 # -- predict ----------------------------------------------------------------------------------
 
 def add_predict(sub):
-    p = _verb(sub, "predict", "classify image files with a trained run or .keras model", """
+    p = _verb(sub, "predict", "classify image files with a trained run, a .keras model or an export", """
   smallvision predict runs/20261127-101500-augment new_photos/
   smallvision predict runs/20261127-101500-augment 'shots/*.jpg' --output predictions.csv
-  smallvision predict model.keras cat.jpg dog.png --output predictions.json""")
-    p.add_argument("model", metavar="RUN_OR_MODEL")
+  smallvision predict model.keras cat.jpg dog.png --output predictions.json
+  smallvision predict runs/20261127-101500-augment/export/onnx new_photos/   # an export folder""")
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder, a .keras file, or an export folder "
+                   "(smallvision export; labels.json inside)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--output", help="write .csv or .json instead of printing")
     p.add_argument("--batch-size", type=int, default=32)
@@ -191,6 +193,29 @@ def add_predict(sub):
                    "with its mirror image's (twice the work)")
     _runtime_arg(p)
     p.set_defaults(func=predict)
+
+
+def add_export(sub):
+    p = _verb(sub, "export", "write a run's model in a format people deploy, checked against the run's model", """
+  smallvision export runs/20261127-101500-features                   # ONNX: runs/.../export/onnx/
+  smallvision export runs/20261127-101500-features --format openvino --out deploy/cats-dogs
+  smallvision export model.keras --format litert                     # model-litert/ beside it
+  smallvision predict runs/20261127-101500-features/export/onnx photos/   # no TensorFlow needed""")
+    p.add_argument("model", metavar="RUN_OR_MODEL")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "saved_model", "litert"],
+                   help="default: %(default)s")
+    p.add_argument("--out", help="the export folder (default: RUN/export/FORMAT)")
+    p.add_argument("--check-images", type=int, default=256, help="validation images the export is checked on "
+                   "against the Keras model (default: %(default)s)")
+    p.set_defaults(func=export)
+
+
+def export(args):
+    result = _api().export(args.model, format=args.format, out=args.out,
+                           check_images=args.check_images)
+    print(result.describe())
+    print(f"labels: {os.path.join(result.folder, 'labels.json')}")
+    return 0
 
 
 def _write_rows(path, rows):
@@ -445,7 +470,7 @@ def _missing(verb, choices):
     return handler
 
 
-VERBS = (add_demo, add_scan, add_train, add_predict, add_ladder, add_report, add_strategies, add_backbones,
+VERBS = (add_demo, add_scan, add_train, add_predict, add_export, add_ladder, add_report, add_strategies, add_backbones,
          add_data, add_explain)
 
 

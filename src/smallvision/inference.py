@@ -57,10 +57,11 @@ def read_one(path, spec):
 
 
 def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
-    """Classify image files with a trained run (or a .keras file).
+    """Classify image files with a trained run (or a .keras file, or an export).
 
     Args:
-        source: a run folder or a .keras model file.
+        source: a run folder, a .keras model file, or an export folder (``smallvision export``:
+            labels.json and the model file inside; ONNX needs no TensorFlow).
         paths: files, folders (searched recursively for image files) and glob patterns; one
             that names nothing (missing, no match, no image inside, an unreadable folder) is
             a one-line error before any work.
@@ -78,18 +79,24 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
     Returns:
         A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
     """
+    from .export import is_export, open_export
     from .labels import as_probabilities
     from .runtime import frozen, model_key, run_batches
 
-    where = resolve_model(source)  # cheap checks first, in the order of the arguments
+    exported = is_export(source)
+    where = None if exported else resolve_model(source)  # cheap checks first, in the order of the arguments
     files, warnings = expand(paths)
     if progress:
         for path, message in warnings:
             print(f"warning {path}: {message}", file=sys.stderr)
-    opened = _load(where)
+    if exported:  # an export folder: its own runtime, labels.json's classes and decoding; no Keras
+        opened = open_export(source)
+        runner = opened.runner
+    else:
+        opened = _load(where)
+        runner = frozen(opened.model, model_key(where.model_path), count=len(files) * (2 if tta else 1),
+                        what=where.model_path)
     spec, class_names = opened.spec, opened.class_names
-    runner = frozen(opened.model, model_key(where.model_path), count=len(files) * (2 if tta else 1),
-                    what=where.model_path)
 
     def classify(images):
         out = run_batches(runner, images, batch_size)

@@ -1,0 +1,351 @@
+"""Taking a trained model out of the tool: ``export`` writes it in a format people deploy, with
+``labels.json`` beside it, and proves the file classifies like the run's Keras model before
+it says done; :class:`Exported` opens such a folder again (``predict`` on an ONNX export needs
+no TensorFlow).
+
+::
+
+    <run>/export/<format>/        (--out DIR)
+      model.onnx | model.xml + model.bin | saved_model/ | model.tflite
+      labels.json                 class names in output order, the input (size, uint8 RGB,
+                                  NHWC, how images were resized), what the output means,
+                                  the source model's sha256, the parity check's figures
+
+Formats are Keras' own ``model.export`` (``onnx`` through tf2onnx on TensorFlow,
+``openvino``, ``saved_model`` = ``tf_saved_model``, ``litert``), applied to the model's
+inference graph (augmentation layers, the identity outside training, are dropped: they break
+the ONNX and LiteRT converters, keras#21346 / keras#19108) under the float32 policy. Each
+export is then loaded in its own runtime (ONNX Runtime, OpenVINO, TensorFlow, the LiteRT
+interpreter) and run on real images of the run's validation split beside the Keras model;
+a difference beyond :data:`TOLERANCE` is an error and the files are removed.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+
+from .errors import SmallvisionError
+
+FORMATS = ("onnx", "openvino", "saved_model", "litert")
+KERAS_FORMAT = {"onnx": "onnx", "openvino": "openvino", "saved_model": "tf_saved_model", "litert": "litert"}
+MODEL_FILE = {"onnx": "model.onnx", "openvino": "model.xml", "saved_model": "saved_model", "litert": "model.tflite"}
+NEEDS = {  # format -> (modules its export and its runtime import, what to install)
+    "onnx": (("onnxruntime", "tf2onnx", "tensorflow"), "onnxruntime tf2onnx tensorflow-cpu"),
+    "openvino": (("openvino", "tensorflow"), "openvino"),
+    "saved_model": (("tensorflow",), "tensorflow-cpu"),
+    "litert": (("tensorflow",), "tensorflow-cpu"),
+}
+TOLERANCE = 1e-4  # max |difference| of any class probability against the Keras model
+CHECK_IMAGES = 256  # validation images the parity check runs (all of them when fewer)
+LABELS_VERSION = 1
+
+
+def _require(fmt):
+    import importlib.util
+    modules, install = NEEDS[fmt]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SmallvisionError(f"export --format {fmt} needs {', '.join(missing)} (pip install {install})")
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What :func:`export` wrote and what its check measured."""
+
+    folder: str
+    model_path: str
+    format: str
+    checked: int  # images the export was compared on
+    check_images: str  # "validation" (the run's) or "random" (a bare model file has none)
+    max_difference: float  # max |probability difference| against the Keras model
+    differing: int  # images whose predicted class differs
+
+    def describe(self):
+        return (f"exported {self.format} to {self.model_path}; checked on {self.checked} {self.check_images} images "
+                f"against the Keras model: max |Δprobability| {self.max_difference:.2e}, "
+                f"{self.differing} differing decisions")
+
+
+def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=True):
+    """Export a run's model (or a ``.keras`` file) to ``format`` under ``out`` (default
+    ``<run>/export/<format>``, or ``<file>-<format>/`` beside a bare model file), with
+    ``labels.json``, after checking it against the Keras model on up to ``check_images``
+    images of the run's validation split. Returns an :class:`ExportResult`.
+    """
+    import keras
+
+    from .inference import _load
+    from .models.walk import inference_graph
+    from .runs import resolve_model
+
+    from .checks import check_positive
+    check_images = check_positive("check_images", check_images, integer=True)
+    if format not in FORMATS:
+        raise SmallvisionError(f"export format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
+    where = resolve_model(source)
+    _require(format)
+    if keras.config.dtype_policy().name != "float32":
+        raise SmallvisionError(f"export needs the float32 dtype policy (it is {keras.config.dtype_policy().name})")
+    opened = _load(where)
+    if out is None:
+        out = os.path.join(where.run.path, "export", format) if where.run is not None and \
+            os.path.samefile(where.model_path, where.run.model_path) else \
+            os.path.splitext(where.model_path)[0] + f"-{format}"
+    out = os.fspath(out)
+    images, kind = _check_images(where, opened, check_images)
+    expected = _keras_probabilities(opened.model, images, len(opened.class_names))
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex[:12]}")
+    os.makedirs(tmp)
+    try:
+        graph = inference_graph(opened.model)
+        if graph is not opened.model:  # a new model: the exporters need it called once
+            graph.predict_on_batch(images[:1])
+        _keras_export(graph, os.path.join(tmp, MODEL_FILE[format]), format)
+        runner = open_runner(os.path.join(tmp, MODEL_FILE[format]), format)
+        got = _probabilities(runner, images, len(opened.class_names))
+        diff = float(np.abs(got - expected).max()) if len(images) else 0.0
+        differing = int((got.argmax(1) != expected.argmax(1)).sum())
+        if not diff <= TOLERANCE:
+            raise SmallvisionError(f"{where.model_path}: the {format} export differs from the Keras model on "
+                                   f"{kind} images (max |Δprobability| {diff:.3g} > {TOLERANCE:g}, {differing} "
+                                   "differing decisions); nothing was written")
+        labels = labels_json(opened, where, format, _input_dtype(runner),
+                             dict(images=len(images), kind=kind, max_difference=diff, differing=differing,
+                                  tolerance=TOLERANCE))
+        with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
+            json.dump(labels, f, indent=2)
+            f.write("\n")
+        if os.path.exists(out):  # a new export replaces the old one whole
+            shutil.rmtree(out) if os.path.isdir(out) else os.unlink(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(out, os.path.join(out, MODEL_FILE[format]), format, len(images), kind, diff, differing)
+
+
+def _input_dtype(runner):
+    dtype = getattr(runner, "dtype", None)
+    if dtype is None and hasattr(runner, "input"):
+        dtype = runner.input["dtype"]
+    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name
+
+
+def labels_json(opened, where, format, tensor_dtype, check):
+    """What a program needs besides the model file to use it (no path of this machine: the
+    source is named by its file name, its run folder's name and its sha256)."""
+    from .labels import is_binary
+    n = len(opened.class_names)
+    spec = opened.spec
+    return {
+        "labels_version": LABELS_VERSION,
+        "format": format,
+        "model_file": MODEL_FILE[format],
+        "class_names": list(opened.class_names),
+        "input": {"shape": [None, spec.height, spec.width, 3], "layout": "NHWC", "color": "RGB",
+                  "pixels": "0..255, not normalised (the model does its own preprocessing)",
+                  "dtype": tensor_dtype, "height": spec.height, "width": spec.width,
+                  "resize": ("centre crop to the aspect, then resize" if spec.crop_to_aspect else
+                             "resize to the size (aspect not kept)") + " (smallvision's decoding: " + spec.key + ")",
+                  "decode": spec.key, "crop_to_aspect": bool(spec.crop_to_aspect)},
+        "output": ({"shape": [None, 1], "activation": "sigmoid",
+                    "meaning": f"the probability of {opened.class_names[1]!r}; {opened.class_names[0]!r} is 1 - p"}
+                   if is_binary(n) else
+                   {"shape": [None, n], "activation": "softmax", "meaning": "one probability per class, in class_names "
+                                                                           "order"}),
+        "source": {"model": os.path.basename(where.model_path), "sha256": _sha256(where.model_path),
+                   "run": where.run.name if where.run is not None else None},
+        "check": check,
+        "versions": _versions(),
+    }
+
+
+def _versions():
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("smallvision", "keras", "tensorflow-cpu", "tensorflow", "tf2onnx", "onnxruntime", "openvino"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_images(where, opened, limit):
+    """Up to ``limit`` images of the run's validation split (test when it has none), decoded as in
+    training; a bare model file has neither: a fixed random batch."""
+    from .data.decode import BadImage
+    from .data.imagefile import read_image
+    if where.run is not None:
+        rows = where.run.read_csv("index.csv")
+        data = where.run.config.data
+        for split in ("validation", "test"):
+            paths = [os.path.join(data, r["path"]) for r in rows if r["split"] == split][:limit]
+            images = []
+            for path in paths:
+                try:
+                    images.append(read_image(path, opened.spec)[0])
+                except (BadImage, OSError):
+                    continue
+            if images:
+                return np.stack(images), split
+    shape = (min(limit, 16), opened.spec.height, opened.spec.width, 3)
+    return np.random.default_rng(0).integers(0, 256, size=shape).astype(np.uint8), "random"
+
+
+def _keras_probabilities(model, images, n):
+    from .labels import as_probabilities
+    from .runtime import KerasRunner, run_batches
+    return as_probabilities(run_batches(KerasRunner(model), images), n)
+
+
+def _probabilities(runner, images, n):
+    from .labels import as_probabilities
+    from .runtime import run_batches
+    return as_probabilities(run_batches(runner, images), n)
+
+
+def _keras_export(model, path, format):
+    import contextlib
+    import io
+    import warnings
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            model.export(path, format=KERAS_FORMAT[format], verbose=False)
+    except Exception as e:  # the converters' errors are many and long: one line
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        raise SmallvisionError(f"cannot export to {format} ({type(e).__name__}: {first})") from None
+
+
+class OpenVinoRunner:
+    """``runner(uint8 batch) -> float32 array`` with OpenVINO (CPU)."""
+
+    name = "openvino"
+
+    def __init__(self, path):
+        import openvino as ov
+        self.model = ov.Core().compile_model(path, "CPU")
+        self.dtype = np.dtype(self.model.inputs[0].get_element_type().to_dtype())
+
+    def __call__(self, batch):
+        return np.asarray(self.model(np.asarray(batch).astype(self.dtype, copy=False))[0], dtype=np.float32)
+
+
+class SavedModelRunner:
+    """The same with TensorFlow's SavedModel (its ``serve`` signature, as Keras exports it)."""
+
+    name = "tensorflow"
+
+    def __init__(self, path):
+        import tensorflow as tf
+        self.tf = tf
+        self.model = tf.saved_model.load(path)
+        spec = self.model.serve.concrete_functions[0].structured_input_signature[0][0] \
+            if hasattr(self.model.serve, "concrete_functions") and self.model.serve.concrete_functions else None
+        self.dtype = spec.dtype if spec is not None else tf.float32
+
+    def __call__(self, batch):
+        return np.asarray(self.model.serve(self.tf.constant(np.asarray(batch), dtype=self.dtype)), dtype=np.float32)
+
+
+class LiteRtRunner:
+    """The same with the LiteRT (TF Lite) interpreter: the input resized to each batch."""
+
+    name = "litert"
+
+    def __init__(self, path):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf
+            Interpreter = tf.lite.Interpreter
+        self.interpreter = Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.size = None
+
+    def __call__(self, batch):
+        batch = np.asarray(batch).astype(self.input["dtype"], copy=False)
+        if self.size != len(batch):
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self.size = len(batch)
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output["index"]), dtype=np.float32)
+
+
+def open_runner(path, format):
+    """A runner for the exported model file ``path`` in its own runtime."""
+    if format == "onnx":
+        from .runtime import OnnxRunner
+        return OnnxRunner(path)
+    return {"openvino": OpenVinoRunner, "saved_model": SavedModelRunner, "litert": LiteRtRunner}[format](path)
+
+
+@dataclasses.dataclass
+class Exported:
+    """An export folder (or its model file) opened for classifying: a runner, the class names
+    and the decoding, read from labels.json."""
+
+    runner: object
+    class_names: list
+    spec: object  # DecodeSpec
+    source: str
+    format: str
+
+
+def is_export(source):
+    """True for an export folder (labels.json inside) or a model file with labels.json beside it."""
+    source = os.fspath(source)
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    return os.path.isfile(os.path.join(folder, "labels.json")) and not os.path.isfile(os.path.join(folder,
+                                                                                                   "config.json"))
+
+
+def open_export(source):
+    """An export folder or its model file -> :class:`Exported`; a one-line error naming what is wrong."""
+    from .data.decode import DecodeSpec
+    source = os.fspath(source)
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    labels_path = os.path.join(folder, "labels.json")
+    try:
+        with open(labels_path, encoding="utf-8") as f:
+            labels = json.load(f)
+        fmt, names = labels["format"], [str(c) for c in labels["class_names"]]
+        inp = labels["input"]
+        spec = DecodeSpec(int(inp["height"]), int(inp["width"]), bool(inp.get("crop_to_aspect", False)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SmallvisionError(f"{labels_path}: not a smallvision labels.json ({type(e).__name__}: {e})") from None
+    if fmt not in FORMATS or len(names) < 2:
+        raise SmallvisionError(f"{labels_path}: format {fmt!r} and {len(names)} class names: cannot use it")
+    if spec.key != inp.get("decode", spec.key):
+        raise SmallvisionError(f"{labels_path}: made with decoding {inp.get('decode')}, this smallvision decodes "
+                               f"{spec.key}; export the run again")
+    model_path = os.path.join(folder, MODEL_FILE[fmt])
+    if not os.path.exists(model_path):
+        raise SmallvisionError(f"{model_path}: missing (labels.json says format {fmt})")
+    try:
+        runner = open_runner(model_path, fmt)
+    except ImportError as e:
+        raise SmallvisionError(f"{model_path}: needs {e.name or e} to run (pip install {NEEDS[fmt][1]})") from None
+    except Exception as e:
+        raise SmallvisionError(f"{model_path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
+    return Exported(runner, names, spec, model_path, fmt)
