@@ -79,9 +79,8 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
     Returns:
         A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
     """
-    from .export import is_export, open_export
     from .labels import as_probabilities
-    from .runtime import frozen, model_key, run_batches
+    from .runtime import frozen, is_export, model_key, open_export, run_batches
 
     exported = is_export(source)
     where = None if exported else resolve_model(source)  # cheap checks first, in the order of the arguments

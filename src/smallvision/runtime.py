@@ -14,10 +14,15 @@ installed or a model does not export. An export is checked against Keras on a pr
 before it is cached; a mismatch is never used. With ``auto``, a model that is not exported
 yet is exported only when the work is large enough to repay the export (a few seconds):
 :data:`EXPORT_PAYS_OFF` images or more.
+
+The end of this module runs what ``smallvision export`` writes, each format in its own
+runtime (:func:`open_runner`), and opens an export folder for ``predict`` (:func:`open_export`).
 """
 import contextlib
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import uuid
 import warnings
@@ -189,3 +194,132 @@ def _fallback(get, mode, what, why):
         raise SmallvisionError(f"{what}: {why}")
     log(f"note: {what}: {why}; running it with Keras instead (slower, same results)")
     return KerasRunner(get())
+
+
+# -- exported models (``smallvision export``): each format in its own runtime -------------------
+
+FORMATS = ("onnx", "openvino", "saved_model", "litert")
+MODEL_FILE = {"onnx": "model.onnx", "openvino": "model.xml", "saved_model": "saved_model", "litert": "model.tflite"}
+NEEDS = {  # format -> (modules its export and its runtime import, what to install)
+    "onnx": (("onnxruntime", "tf2onnx", "tensorflow"), "onnxruntime tf2onnx tensorflow-cpu"),
+    "openvino": (("openvino", "tensorflow"), "openvino"),
+    "saved_model": (("tensorflow",), "tensorflow-cpu"),
+    "litert": (("tensorflow",), "tensorflow-cpu"),
+}
+
+
+class OpenVinoRunner:
+    """``runner(uint8 batch) -> float32 array`` with OpenVINO (CPU)."""
+
+    name = "openvino"
+
+    def __init__(self, path):
+        import openvino as ov
+        self.model = ov.Core().compile_model(path, "CPU")
+        self.dtype = np.dtype(self.model.inputs[0].get_element_type().to_dtype())
+
+    def __call__(self, batch):
+        return np.asarray(self.model(np.asarray(batch).astype(self.dtype, copy=False))[0], dtype=np.float32)
+
+
+class SavedModelRunner:
+    """The same with TensorFlow's SavedModel (its ``serve`` signature, as Keras exports it)."""
+
+    name = "tensorflow"
+
+    def __init__(self, path):
+        import tensorflow as tf
+        self.tf = tf
+        self.model = tf.saved_model.load(path)
+        spec = self.model.serve.concrete_functions[0].structured_input_signature[0][0] \
+            if hasattr(self.model.serve, "concrete_functions") and self.model.serve.concrete_functions else None
+        self.dtype = spec.dtype if spec is not None else tf.float32
+
+    def __call__(self, batch):
+        return np.asarray(self.model.serve(self.tf.constant(np.asarray(batch), dtype=self.dtype)), dtype=np.float32)
+
+
+class LiteRtRunner:
+    """The same with the LiteRT (TF Lite) interpreter: the input resized to each batch."""
+
+    name = "litert"
+
+    def __init__(self, path):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf
+            Interpreter = tf.lite.Interpreter
+        self.interpreter = Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.size = None
+
+    def __call__(self, batch):
+        batch = np.asarray(batch).astype(self.input["dtype"], copy=False)
+        if self.size != len(batch):
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self.size = len(batch)
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output["index"]), dtype=np.float32)
+
+
+def open_runner(path, format):
+    """A runner for the exported model file ``path`` in its own runtime."""
+    if format == "onnx":
+        from .runtime import OnnxRunner
+        return OnnxRunner(path)
+    return {"openvino": OpenVinoRunner, "saved_model": SavedModelRunner, "litert": LiteRtRunner}[format](path)
+
+
+@dataclasses.dataclass
+class Exported:
+    """An export folder (or its model file) opened for classifying: a runner, the class names
+    and the decoding, read from labels.json."""
+
+    runner: object
+    class_names: list
+    spec: object  # DecodeSpec
+    source: str
+    format: str
+
+
+def is_export(source):
+    """True for an export folder (labels.json inside) or a model file with labels.json beside it."""
+    source = os.fspath(source)
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    return os.path.isfile(os.path.join(folder, "labels.json")) and not os.path.isfile(os.path.join(folder,
+                                                                                                   "config.json"))
+
+
+def open_export(source):
+    """An export folder or its model file -> :class:`Exported`; a one-line error naming what is wrong."""
+    from .data.decode import DecodeSpec
+    source = os.fspath(source)
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    labels_path = os.path.join(folder, "labels.json")
+    try:
+        with open(labels_path, encoding="utf-8") as f:
+            labels = json.load(f)
+        fmt, names = labels["format"], [str(c) for c in labels["class_names"]]
+        inp = labels["input"]
+        spec = DecodeSpec(int(inp["height"]), int(inp["width"]), bool(inp.get("crop_to_aspect", False)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SmallvisionError(f"{labels_path}: not a smallvision labels.json ({type(e).__name__}: {e})") from None
+    if fmt not in FORMATS or len(names) < 2:
+        raise SmallvisionError(f"{labels_path}: format {fmt!r} and {len(names)} class names: cannot use it")
+    if spec.key != inp.get("decode", spec.key):
+        raise SmallvisionError(f"{labels_path}: made with decoding {inp.get('decode')}, this smallvision decodes "
+                               f"{spec.key}; export the run again")
+    model_path = os.path.join(folder, MODEL_FILE[fmt])
+    if not os.path.exists(model_path):
+        raise SmallvisionError(f"{model_path}: missing (labels.json says format {fmt})")
+    try:
+        runner = open_runner(model_path, fmt)
+    except ImportError as e:
+        raise SmallvisionError(f"{model_path}: needs {e.name or e} to run (pip install {NEEDS[fmt][1]})") from None
+    except Exception as e:
+        raise SmallvisionError(f"{model_path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
+    return Exported(runner, names, spec, model_path, fmt)
