@@ -1,5 +1,6 @@
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -69,3 +70,27 @@ def shared_subset(tmp_path):
             for f in sorted((SHARED_DATA / split / c).iterdir())[:n]:
                 (d / f.name).symlink_to(f)
     return root
+
+
+def headless_chromium():
+    """A started headless Chromium (selenium), or the test skips saying what is missing (fails
+    instead when SMALLVISION_REQUIRE_BROWSER is set, as in CI)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver") or (os.path.isfile("/usr/bin/chromedriver") and "/usr/bin/chromedriver")
+    why = None
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        why = "selenium is not installed (pip install '.[test]')"
+    if why is None and (not chromium or not driver):
+        why = "headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
+    if why:
+        if os.environ.get("SMALLVISION_REQUIRE_BROWSER"):
+            pytest.fail(f"SMALLVISION_REQUIRE_BROWSER is set but {why}")
+        pytest.skip(why)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=opts)

@@ -68,6 +68,7 @@ LAYERS = {
     "cli": 0, "__main__": 0,
     "api": 1,
     "runner": 2, "inference": 2, "ladder": 2, "report": 2, "demo": 2, "explain.verbs": 2, "export": 2,
+    "serve": 2,
     "strategies": 3, "models": 3, "backbones": 3, "train": 3, "explain": 3, "plots": 3,
     "runtime": 3,
     "data": 4,

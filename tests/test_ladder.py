@@ -2,7 +2,6 @@
 (Markdown + one self-contained HTML page, opened in a real headless browser)."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 from smallvision import api, ladder
 from smallvision.errors import SmallvisionError
 from smallvision.runs import Run
-from conftest import make_folder
+from conftest import headless_chromium, make_folder
 
 STRATEGIES = ["scratch", "features", "finetune"]
 SHORT = dict(strategies=STRATEGIES, epochs_scale=0.05, image_size=80, split="0.5,0.25,0.25",
@@ -101,33 +100,8 @@ def test_report_of_a_single_run(finished_ladder, tmp_path):
         api.report(tmp_path)
 
 
-def _browser():
-    """(chromium, chromedriver) paths, or a reason to skip."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver") or (os.path.isfile("/usr/bin/chromedriver") and "/usr/bin/chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return None, "selenium is not installed (pip install '.[test]')"
-    if not chromium or not driver:
-        return None, "headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
-    return (chromium, driver), None
-
-
 def test_html_report_renders_in_a_real_browser(finished_ladder):
-    found, why = _browser()
-    if found is None:
-        if os.environ.get("SMALLVISION_REQUIRE_BROWSER"):
-            pytest.fail(f"SMALLVISION_REQUIRE_BROWSER is set but {why}")
-        pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(found[1]), options=opts)
+    browser = headless_chromium()
     try:
         browser.get((finished_ladder["out"] / "report.html").as_uri())
         images = browser.execute_script(

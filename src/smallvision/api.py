@@ -12,6 +12,7 @@ verbs                         where they live
 train, resume, describe       :mod:`smallvision.runner` (the stage loop: ``train.py``)
 open_model, predict           :mod:`smallvision.inference`
 export                        :mod:`smallvision.export`
+serve, make_app               :mod:`smallvision.serve`
 ladder                        :mod:`smallvision.ladder`
 report, summary_table         :mod:`smallvision.report`
 explain_*                     :mod:`smallvision.explain.verbs`
@@ -31,6 +32,7 @@ _EXPORTS = {
     "train": ("runner", "train"), "resume": ("runner", "resume"), "describe": ("runner", "describe"),
     "open_model": ("inference", "open_model"), "predict": ("inference", "predict"),
     "load_model": ("runs", "load_model"), "ladder": ("ladder", "ladder"), "export": ("export", "export"),
+    "serve": ("serve", "serve"), "make_app": ("serve", "make_app"),
     "report": ("report", "write_report"), "summary_table": ("report", "summary_table"),
     "explain_conv": ("explain.verbs", "explain_conv"), "explain_model": ("explain.verbs", "explain_model"),
     "explain_pooling": ("explain.verbs", "explain_pooling"),

@@ -218,6 +218,26 @@ def export(args):
     return 0
 
 
+def add_serve(sub):
+    p = _verb(sub, "serve", "serve a model: an HTTP API (POST /predict) and a page to try it (GET /)", """
+  smallvision serve runs/20261127-101500-features                     # http://127.0.0.1:8000/
+  smallvision serve runs/20261127-101500-features/export/onnx --port 8080   # an export: no TensorFlow
+  smallvision serve runs/20261127-101500-features --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+  curl -F file=@cat.jpg http://127.0.0.1:8000/predict                 # or: --data-binary @cat.jpg -H 'Content-Type: image/jpeg'""")
+    p.add_argument("model", metavar="RUN_MODEL_OR_EXPORT")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request but the page")
+    p.add_argument("--max-mb", type=float, default=32, help="largest request body in MB (default: %(default)s)")
+    _runtime_arg(p)
+    p.set_defaults(func=serve)
+
+
+def serve(args):
+    _api().serve(args.model, host=args.host, port=args.port, token=args.token, max_bytes=int(args.max_mb * 2 ** 20))
+    return 0
+
+
 def _write_rows(path, rows):
     if path.endswith(".json"):
         with open(path, "w", encoding="utf-8") as f:
@@ -470,7 +490,7 @@ def _missing(verb, choices):
     return handler
 
 
-VERBS = (add_demo, add_scan, add_train, add_predict, add_export, add_ladder, add_report, add_strategies, add_backbones,
+VERBS = (add_demo, add_scan, add_train, add_predict, add_export, add_serve, add_ladder, add_report, add_strategies, add_backbones,
          add_data, add_explain)
 
 

@@ -165,7 +165,12 @@ def grad_cam(model, image, class_index=None):
 
 
 def heatmap_picture(image, cam, out_path, scale=2):
-    """Image | image with the heatmap blended in (jet colours). Returns the PNG size."""
+    """Image | image with the heatmap blended in (jet colours), as a PNG file. Returns its size."""
+    return _png(heatmap_canvas(image, cam, scale), out_path)
+
+
+def heatmap_canvas(image, cam, scale=2):
+    """Image | image with the heatmap blended in (jet colours), as a PIL image."""
     import matplotlib
     h, w = image.shape[:2]
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
@@ -174,5 +179,4 @@ def heatmap_picture(image, cam, out_path, scale=2):
     canvas = Image.new("RGB", (2 * w + GAP, h), (255, 255, 255))
     canvas.paste(Image.fromarray(image), (0, 0))
     canvas.paste(Image.fromarray(blend), (w + GAP, 0))
-    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
-    return _png(canvas, out_path)
+    return canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
