@@ -201,7 +201,8 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
             files = await images_of(request)
             if len(files) > max_batch:
                 raise _Refused(413, f"{len(files)} images in one request; at most {max_batch}")
-            images = np.stack([service.decode(data, name) for name, data in files])
+            loop = asyncio.get_running_loop()  # decoding in a worker thread: the loop keeps accepting
+            images = np.stack(await loop.run_in_executor(None, lambda: [service.decode(d, n) for n, d in files]))
             probs = await batcher.submit(images)
             return JSONResponse({"predictions": [dict(service.row(p), name=name)
                                                  for (name, _), p in zip(files, probs)]})
