@@ -55,7 +55,7 @@ def main():
                    for r in rows for c in r["probabilities"])
         differing = sum(r["class"] != reference[r["path"]]["class"] for r in rows)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-        result["formats"][fmt] = dict(export_seconds=round(seconds, 1), check=exported.describe(),
+        result["formats"][fmt] = dict(export_seconds=round(seconds, 1), check=exported.describe().replace(tmp + os.sep, ""),
                                       check_max_difference=exported.max_difference,
                                       test_max_difference=float(np.float64(diff)), test_differing=differing,
                                       predict_images_per_s=round(rate, 1), megabytes=round(size / 1e6, 1))

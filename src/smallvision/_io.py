@@ -1,7 +1,17 @@
 """Small file helpers shared by the cache and the run folder: every write is atomic."""
+import hashlib
 import json
 import os
 import uuid
+
+
+def sha256_file(path):
+    """The hex sha256 of a file's content, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_bytes_atomic(path, data):

@@ -20,7 +20,6 @@ interpreter) and run on real images of the run's validation split beside the Ker
 a difference beyond :data:`TOLERANCE` is an error and the files are removed.
 """
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import uuid
 
 import numpy as np
 
+from ._io import sha256_file
 from .errors import SmallvisionError
 from .runtime import FORMATS, MODEL_FILE, NEEDS, open_runner
 
@@ -43,14 +43,6 @@ def _require(fmt):
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise SmallvisionError(f"export --format {fmt} needs {', '.join(missing)} (pip install {install})")
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -161,7 +153,7 @@ def labels_json(opened, where, format, tensor_dtype, check):
                    if is_binary(n) else
                    {"shape": [None, n], "activation": "softmax", "meaning": "one probability per class, in class_names "
                                                                            "order"}),
-        "source": {"model": os.path.basename(where.model_path), "sha256": _sha256(where.model_path),
+        "source": {"model": os.path.basename(where.model_path), "sha256": sha256_file(where.model_path),
                    "run": where.run.name if where.run is not None else None},
         "check": check,
         "versions": _versions(),

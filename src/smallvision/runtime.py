@@ -20,7 +20,6 @@ runtime (:func:`open_runner`), and opens an export folder for ``predict`` (:func
 """
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -102,11 +101,9 @@ def cache_path(key):
 def model_key(path):
     """A cache key for a saved model file: its content's sha256 and the Keras version."""
     import keras
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"model-{h.hexdigest()[:16]}-keras{keras.__version__}"
+
+    from ._io import sha256_file
+    return f"model-{sha256_file(path)[:16]}-keras{keras.__version__}"
 
 
 def frozen(model, key, count=None, what=None):

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import zipfile
 
-from .._io import write_text_atomic
+from .._io import sha256_file, write_text_atomic
 from ..errors import SmallvisionError
 from ..progress import Progress
 from .decode import BadImage, decode_bytes
@@ -46,14 +46,6 @@ MAX_INNER_ZIP_BYTES = 4 * 2 ** 30  # Kaggle's train.zip is 0.54 GB; a zip bomb s
 CLASSES = {"cat": "cats", "dog": "dogs"}
 _PETIMAGES = re.compile(r"(?:^|/)(Cat|Dog)/(\d+)\.jpe?g$", re.IGNORECASE)
 _KAGGLE = re.compile(r"(?:^|/)(cat|dog)\.(\d+)\.jpe?g$", re.IGNORECASE)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(url, dest, expected_bytes=None, expected_sha256=None, retries=5, progress=True, timeout=60):
@@ -113,7 +105,7 @@ def verify(path, expected_bytes=None, expected_sha256=None, shown_as=None):
     if expected_bytes is not None and size != expected_bytes:
         raise SmallvisionError(f"{shown}: expected {expected_bytes:,} bytes, received {size:,}")
     if expected_sha256:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != expected_sha256.lower():
             os.replace(path, path + ".bad")  # keep it for inspection, never reuse it
             raise SmallvisionError(f"{shown}: sha256 {digest} does not match the expected {expected_sha256}; "
