@@ -20,6 +20,7 @@ without the right ``Authorization: Bearer`` token when one is set — compared i
 time); nothing is written to disk, and no file of the machine is reachable through it.
 """
 import asyncio
+import collections
 import hmac
 import io
 import json
@@ -43,7 +44,7 @@ class Batcher:
 
     def __init__(self, classify, max_batch=MAX_BATCH, window=WINDOW):
         self.classify, self.max_batch, self.window = classify, max_batch, window
-        self.batches = []  # sizes of the batches run (for tests and the benchmark)
+        self.batches = collections.deque(maxlen=10_000)  # sizes of the last batches run (tests, benchmark)
         self._loop = self._queue = self._task = None
 
     async def submit(self, images):
