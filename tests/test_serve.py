@@ -94,6 +94,29 @@ def test_bad_input_gets_a_4xx_and_the_next_good_request_is_answered(served, tmp_
     assert {p: os.stat(p).st_mtime_ns for p in served["root"].rglob("*")} == before
 
 
+def test_multipart_is_parsed_in_memory_byte_for_byte(served, tmp_path, monkeypatch):
+    import httpx
+    import tempfile
+
+    from smallvision.serve import form_files
+    blobs = [os.urandom(3 * 2 ** 20), b"\r\n--boundary\r\n\r\n" * 1000, served["files"][0].read_bytes()]
+    request = httpx.Request("POST", "http://x/predict", files=[("file", (f"f{k}", b, "image/jpeg"))
+                                                               for k, b in enumerate(blobs)] + [("note", (None, b"x"))])
+    got = form_files(request.headers["content-type"], request.read())
+    assert [name for name, _ in got] == ["f0", "f1", "f2"] and [b for _, b in got] == blobs
+    many = httpx.Request("POST", "http://x/predict", files=[("file", (f"f{k}", b"x", "image/jpeg")) for k in range(33)])
+    with pytest.raises(Exception, match="33 images in one request; at most 32"):
+        form_files(many.headers["content-type"], many.read())
+    with pytest.raises(Exception, match="cannot read the multipart form"):
+        form_files("multipart/form-data; boundary=nope", request.read())
+    # a 3 MB upload through the app leaves no temporary file behind (nothing is spooled to disk)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app = api.make_app(served["run"].path, service=served["app"].state.service)  # the default 32 MB limit
+    r = TestClient(app).post("/predict", files={"file": ("big.jpg", blobs[0], "image/jpeg")})
+    assert r.status_code == 400 and "big.jpg: not an image" in r.json()["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_token_is_required_when_set_and_compared_whole(served):
     app = api.make_app(served["run"].path, token="s3cret", service=served["app"].state.service)
     client = TestClient(app)

@@ -130,6 +130,29 @@ class Service:
                 "probabilities": {c: round(float(v), 5) for c, v in zip(self.class_names, p)}}
 
 
+def form_files(content_type, data, max_files=MAX_BATCH):
+    """[(file name, bytes)] of the file fields of a multipart/form-data body, parsed in memory
+    (the standard library's MIME parser: a form parser that spools large parts to temporary
+    files would write uploads to disk)."""
+    import email.parser
+    import email.policy
+    try:
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + data)
+        parts = list(message.iter_parts()) if message.is_multipart() else []
+        files = [(part.get_filename(), part.get_payload(decode=True) or b"") for part in parts
+                 if part.get_filename() is not None]
+    except Exception as e:
+        raise _Refused(400, f"cannot read the multipart form ({type(e).__name__})") from None
+    if not parts:
+        raise _Refused(400, "cannot read the multipart form (no parts: a wrong or missing boundary?)")
+    if not files:
+        raise _Refused(400, "the form has no file field")
+    if len(files) > max_files:
+        raise _Refused(413, f"{len(files)} images in one request; at most {max_files}")
+    return files
+
+
 class _Refused(Exception):
     def __init__(self, status, message):
         super().__init__(message)
@@ -174,17 +197,7 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
         if not data:
             raise _Refused(400, "empty request body: send an image (raw, or as multipart form files)")
         if kind == "multipart/form-data":
-            from starlette.datastructures import UploadFile
-            request._body = data  # parse what was read (and size-checked) above
-            try:
-                form = await request.form(max_files=max_batch, max_fields=max_batch)
-            except Exception as e:
-                raise _Refused(400, f"cannot read the multipart form ({str(e)[:200]})") from None
-            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if isinstance(v, UploadFile)]
-            await form.close()
-            if not files:
-                raise _Refused(400, "the form has no file field")
-            return files
+            return form_files(request.headers["content-type"], data, max_batch)
         if kind.startswith("image/") or kind == "application/octet-stream":
             return [("body", data)]
         raise _Refused(415, f"content type {kind or 'none'!r}: send an image (image/*) or multipart/form-data")
@@ -200,8 +213,6 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
     async def predict(request):
         async def handle(request):
             files = await images_of(request)
-            if len(files) > max_batch:
-                raise _Refused(413, f"{len(files)} images in one request; at most {max_batch}")
             loop = asyncio.get_running_loop()  # decoding in a worker thread: the loop keeps accepting
             images = np.stack(await loop.run_in_executor(None, lambda: [service.decode(d, n) for n, d in files]))
             probs = await batcher.submit(images)
