@@ -213,3 +213,12 @@ def test_the_page_classifies_an_uploaded_photo_in_a_real_browser(served, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_page_keeps_hostile_names_as_text(served):
+    import copy
+    service = copy.copy(served["app"].state.service)
+    service.class_names, service.name = ["</script><script>alert(1)</script>", "b"], "<img src=x onerror=alert(1)>"
+    page = TestClient(api.make_app(None, service=service)).get("/").text
+    assert "</script><script>alert" not in page and "<img src=x" not in page
+    assert page.count("</script>") == 1  # the page's own

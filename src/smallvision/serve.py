@@ -224,9 +224,9 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
         async def handle(request):
             if service.keras_model is None:
                 raise _Refused(404, "no heatmap for an exported model (serve the run folder for one)")
-            files = await images_of(request)
-            image = service.decode(files[0][1], files[0][0])
-            png = await asyncio.get_running_loop().run_in_executor(None, service.heatmap, image)
+            name, data = (await images_of(request))[0]
+            png = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: service.heatmap(service.decode(data, name)))
             return Response(png, media_type="image/png")
         return await guarded(request, handle)
 
@@ -238,7 +238,8 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
                              "heatmap": service.keras_model is not None})
 
     async def page(request):
-        return HTMLResponse(_PAGE.replace("__CLASSES__", json.dumps(service.class_names))
+        classes = json.dumps(service.class_names).replace("<", "\\u003c")  # a class named "</script>" stays text
+        return HTMLResponse(_PAGE.replace("__CLASSES__", classes)
                             .replace("__TOKEN__", json.dumps(token is not None))
                             .replace("__TITLE__", _html(service.name)))
 
