@@ -266,7 +266,6 @@ class LiteRtRunner:
 def open_runner(path, format):
     """A runner for the exported model file ``path`` in its own runtime."""
     if format == "onnx":
-        from .runtime import OnnxRunner
         return OnnxRunner(path)
     return {"openvino": OpenVinoRunner, "saved_model": SavedModelRunner, "litert": LiteRtRunner}[format](path)
 
