@@ -94,3 +94,16 @@ def headless_chromium():
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def tiny_run(tmp_path_factory, name, strategy, **options):
+    """A one-epoch ``strategy`` run on a fresh 2-class folder at 64 px with its own cache (for
+    module-scoped fixtures, set up before the per-test cache). Returns (run, data folder, root)."""
+    from smallvision import api
+    root = tmp_path_factory.mktemp(name)
+    data = make_folder(root / "data", per_class=16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
+        run = api.train(data, strategy, out=root / "runs", epochs=1, image_size=64, head="gap",
+                        split="0.5,0.25,0.25", verbose=0, progress=False, **options)
+    return run, data, root

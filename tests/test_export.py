@@ -12,7 +12,7 @@ import pytest
 
 from smallvision import api, export as export_mod
 from smallvision.errors import SmallvisionError
-from conftest import make_folder
+from conftest import tiny_run
 
 FORMATS = [pytest.param(f, marks=pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"{m} not installed"))
            for f, m in (("onnx", "onnxruntime"), ("openvino", "openvino"), ("saved_model", "tensorflow"),
@@ -22,12 +22,7 @@ FORMATS = [pytest.param(f, marks=pytest.mark.skipif(importlib.util.find_spec(m) 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short features-augment run (augmentation layers in model.keras: what trips the converters)."""
-    root = tmp_path_factory.mktemp("export")
-    data = make_folder(root / "data", per_class=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
-        run = api.train(data, "features-augment", out=root / "runs", epochs=1, image_size=64, head="gap", views=2,
-                        split="0.5,0.25,0.25", verbose=0, progress=False)
+    run, data, root = tiny_run(tmp_path_factory, "export", "features-augment", views=2)
     return dict(run=run, data=data, root=root)
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from smallvision import api
-from conftest import SHARED_DATA, headless_chromium, make_folder
+from conftest import SHARED_DATA, headless_chromium, tiny_run
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -23,12 +23,9 @@ from starlette.testclient import TestClient  # noqa: E402
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    data = make_folder(root / "data", per_class=16)
+    run, data, root = tiny_run(tmp_path_factory, "serve", "features")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
-        run = api.train(data, "features", out=root / "runs", epochs=1, image_size=64, head="gap",
-                        split="0.5,0.25,0.25", verbose=0, progress=False)
         app = api.make_app(run.path, max_bytes=200_000, window=0.05)
     files = sorted((data / "bars").iterdir())[:2] + sorted((data / "discs").iterdir())[:1]
     return dict(run=run, data=data, app=app, files=files, root=root)
