@@ -30,7 +30,13 @@ def _backbone(config):
 def _head(config):
     """The pretrained strategies' head: pooling and classifier ("gap, chapter"); for a run
     fine-tuned from another, that run's; None for the convnets trained from scratch."""
+    from .. import strategies
     from ..strategies import pretrained
+    try:
+        if "classifier" not in strategies.get(config.strategy).options:
+            return None
+    except ValueError:  # a strategy this version does not have
+        return "?"
     options = dict(config.options)
     for _ in range(8):  # a finetune run's head is its start run's (follow a short chain)
         if "start" not in options:
@@ -40,8 +46,6 @@ def _head(config):
             options = dict(resolve_model(options["start"]).config.options)
         except (ValueError, AttributeError, OSError):
             return "?"
-    if "backbone" not in options and config.strategy in ("scratch", "augment", "nopool"):
-        return None
     try:
         o = pretrained.options(options)
     except ValueError:
@@ -55,7 +59,8 @@ def _run_item(run):
     n_train = sum(config.counts["train"])
     return dict(
         name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config.strategy,
-        seed=config.seed, backbone=_backbone(config), head=_head(config), refit=config.refit, config=config, metrics=metrics, history=history,
+        seed=config.seed, backbone=_backbone(config), head=_head(config), refit=config.refit, config=config,
+        metrics=metrics, history=history,
         image_size=list(config.image_size), wall_seconds=run.status.get("wall_seconds"),
         images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
 
