@@ -29,9 +29,8 @@ import numpy as np
 
 from ._io import sha256_file
 from .errors import SmallvisionError
-from .runtime import FORMATS, MODEL_FILE, NEEDS, open_runner
+from .runtime import FORMATS, MODEL_FILE, NEEDS, ExportError, KerasRunner, keras_export, open_runner
 
-KERAS_FORMAT = {"onnx": "onnx", "openvino": "openvino", "saved_model": "tf_saved_model", "litert": "litert"}
 TOLERANCE = 1e-4  # max |difference| of any class probability against the Keras model
 CHECK_IMAGES = 256  # validation images the parity check runs (all of them when fewer)
 LABELS_VERSION = 1
@@ -71,11 +70,10 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
     """
     import keras
 
+    from .checks import check_positive
     from .inference import _load
-    from .models.walk import inference_graph
     from .runs import resolve_model
 
-    from .checks import check_positive
     check_images = check_positive("check_images", check_images, integer=True)
     if format not in FORMATS:
         raise SmallvisionError(f"export format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
@@ -90,17 +88,17 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
             os.path.splitext(where.model_path)[0] + f"-{format}"
     out = os.fspath(out)
     images, kind = _check_images(where, opened, check_images)
-    expected = _keras_probabilities(opened.model, images, len(opened.class_names))
+    expected = _probabilities(KerasRunner(opened.model), images, len(opened.class_names))
 
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex[:12]}")
     os.makedirs(tmp)
     try:
-        graph = inference_graph(opened.model)
-        if graph is not opened.model:  # a new model: the exporters need it called once
-            graph.predict_on_batch(images[:1])
-        _keras_export(graph, os.path.join(tmp, MODEL_FILE[format]), format)
+        try:
+            keras_export(opened.model, os.path.join(tmp, MODEL_FILE[format]), format, images)
+        except ExportError as e:
+            raise SmallvisionError(f"{where.model_path}: {e}") from None
         runner = open_runner(os.path.join(tmp, MODEL_FILE[format]), format)
         got = _probabilities(runner, images, len(opened.class_names))
         diff = float(np.abs(got - expected).max()) if len(images) else 0.0
@@ -125,10 +123,7 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
 
 
 def _input_dtype(runner):
-    dtype = getattr(runner, "dtype", None)
-    if dtype is None and hasattr(runner, "input"):
-        dtype = runner.input["dtype"]
-    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name
+    return np.dtype(getattr(runner.dtype, "as_numpy_dtype", runner.dtype)).name
 
 
 def labels_json(opened, where, format, tensor_dtype, check):
@@ -193,27 +188,7 @@ def _check_images(where, opened, limit):
     return np.random.default_rng(0).integers(0, 256, size=shape).astype(np.uint8), "random"
 
 
-def _keras_probabilities(model, images, n):
-    from .labels import as_probabilities
-    from .runtime import KerasRunner, run_batches
-    return as_probabilities(run_batches(KerasRunner(model), images), n)
-
-
 def _probabilities(runner, images, n):
     from .labels import as_probabilities
     from .runtime import run_batches
     return as_probabilities(run_batches(runner, images), n)
-
-
-def _keras_export(model, path, format):
-    import contextlib
-    import io
-    import warnings
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            model.export(path, format=KERAS_FORMAT[format], verbose=False)
-    except Exception as e:  # the converters' errors are many and long: one line
-        first = str(e).splitlines()[0][:300] if str(e) else ""
-        raise SmallvisionError(f"cannot export to {format} ({type(e).__name__}: {first})") from None

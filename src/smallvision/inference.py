@@ -48,6 +48,20 @@ def _load(where):
     return OpenModel(model, generic_names(model.output_shape[-1]), DecodeSpec(h, w), where.model_path)
 
 
+def open_for_classifying(source, where=None, count=None):
+    """A run folder, a .keras file or an export folder opened for classifying:
+    ``(opened, runner, keras model or None)`` — an export runs in its own runtime with
+    labels.json's classes and decoding; a Keras model through :func:`runtime.frozen` (exported
+    to ONNX once when ``count`` images repay it). ``where``: the source already resolved."""
+    from .runtime import frozen, is_export, model_key, open_export
+    if where is None and is_export(source):
+        opened = open_export(source)
+        return opened, opened.runner, None
+    where = where or resolve_model(source)
+    opened = _load(where)
+    return opened, frozen(opened.model, model_key(where.model_path), count=count, what=where.model_path), opened.model
+
+
 def read_one(path, spec):
     """One image file decoded for the model, or a one-line error naming it."""
     try:
@@ -80,21 +94,14 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
         A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
     """
     from .labels import as_probabilities
-    from .runtime import frozen, is_export, model_key, open_export, run_batches
+    from .runtime import is_export, run_batches
 
-    exported = is_export(source)
-    where = None if exported else resolve_model(source)  # cheap checks first, in the order of the arguments
+    where = None if is_export(source) else resolve_model(source)  # cheap checks first, in the order of the arguments
     files, warnings = expand(paths)
     if progress:
         for path, message in warnings:
             print(f"warning {path}: {message}", file=sys.stderr)
-    if exported:  # an export folder: its own runtime, labels.json's classes and decoding; no Keras
-        opened = open_export(source)
-        runner = opened.runner
-    else:
-        opened = _load(where)
-        runner = frozen(opened.model, model_key(where.model_path), count=len(files) * (2 if tta else 1),
-                        what=where.model_path)
+    opened, runner, _ = open_for_classifying(source, where, count=len(files) * (2 if tta else 1))
     spec, class_names = opened.spec, opened.class_names
 
     def classify(images):

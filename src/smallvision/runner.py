@@ -292,7 +292,8 @@ def _refit(run, prep, config, strat, stages, state, verbose, progress):
     from .data import with_validation_in_train
     from .runs import load_model
 
-    plan = {"epochs": state.best_epoch, "stages": [[s.name, s.epochs] for s in refit_stages(stages, state)]}
+    final_stages = refit_stages(stages, state)
+    plan = {"epochs": state.best_epoch, "stages": [[s.name, s.epochs] for s in final_stages]}
     ref = Run(run.file("refit"))
     try:
         same = read_json(ref.file("plan.json")) == plan
@@ -316,7 +317,6 @@ def _refit(run, prep, config, strat, stages, state, verbose, progress):
         rstate = RunState()
         model = build(strat, prep.spec, len(prep.class_names), config.seed, config.learning_rate,
                       strat.refit_options(config.options))
-    final_stages = [stages[[s.name for s in stages].index(name)]._replace(epochs=e) for name, e in plan["stages"]]
     model, rstate, inputs = _fit_stages(ref, model, merged, config, final_stages, rstate, verbose, progress,
                                         validate=False)
     final = load_model(ref.file("checkpoint", rstate.last))

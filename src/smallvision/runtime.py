@@ -162,14 +162,7 @@ def export(model, path, probe=None):
         expected = np.asarray(model.predict_on_batch(probe), dtype=np.float32)  # also: a model must have been called
         if keras.config.dtype_policy().name != "float32":
             raise ExportError(f"the dtype policy is {keras.config.dtype_policy().name}; ONNX export needs float32")
-        from .models.walk import inference_graph
-        graph = inference_graph(model)  # augmentation layers (identity here) break the converter
-        if graph is not model:
-            graph.predict_on_batch(probe)
-        sink = io.StringIO()
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            graph.export(tmp, format="onnx", verbose=False)
+        keras_export(model, tmp, "onnx", probe)
         got = OnnxRunner(tmp)(probe)
         if got.shape != expected.shape or not np.allclose(got, expected, **TOLERANCE):
             diff = f"max |diff| {np.abs(got - expected).max():.3g}" if got.shape == expected.shape else \
@@ -178,12 +171,36 @@ def export(model, path, probe=None):
         os.replace(tmp, path)
     except ExportError:
         raise
-    except Exception as e:  # the converter's errors are many and long: one line
-        raise ExportError(f"cannot export to ONNX ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") \
-            from None
+    except Exception as e:
+        raise ExportError(f"cannot export to ONNX ({type(e).__name__}: {_first_line(e)})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+KERAS_FORMAT = {"onnx": "onnx", "openvino": "openvino", "saved_model": "tf_saved_model", "litert": "litert"}
+
+
+def keras_export(model, path, format, probe):
+    """Keras' own ``model.export`` of ``model``'s inference graph (augmentation layers, the identity
+    outside training, dropped: they break the ONNX and LiteRT converters), called once on
+    ``probe`` first when it is a new graph (the exporters need a called model); the converters'
+    chatter silenced, their errors one :class:`ExportError` line."""
+    from .models.walk import inference_graph
+    try:
+        graph = inference_graph(model)
+        if graph is not model:
+            graph.predict_on_batch(probe[:1])
+        sink = io.StringIO()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            graph.export(path, format=KERAS_FORMAT[format], verbose=False)
+    except Exception as e:  # the converters' errors are many and long: one line
+        raise ExportError(f"cannot export to {format} ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e):
+    return str(e).splitlines()[0][:300] if str(e) else ""
 
 
 def _fallback(get, mode, what, why):
@@ -230,7 +247,7 @@ class SavedModelRunner:
         self.model = tf.saved_model.load(path)
         spec = self.model.serve.concrete_functions[0].structured_input_signature[0][0] \
             if hasattr(self.model.serve, "concrete_functions") and self.model.serve.concrete_functions else None
-        self.dtype = spec.dtype if spec is not None else tf.float32
+        self.dtype = spec.dtype if spec is not None else tf.float32  # a tf.DType (.as_numpy_dtype)
 
     def __call__(self, batch):
         return np.asarray(self.model.serve(self.tf.constant(np.asarray(batch), dtype=self.dtype)), dtype=np.float32)
@@ -250,6 +267,7 @@ class LiteRtRunner:
         self.interpreter = Interpreter(model_path=path)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        self.dtype = np.dtype(self.input["dtype"])
         self.size = None
 
     def __call__(self, batch):

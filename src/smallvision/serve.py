@@ -90,17 +90,10 @@ class Service:
     """The model, opened and warmed once: ``classify(uint8 batch)``, ``heatmap(image)``."""
 
     def __init__(self, source):
-        from .inference import _load
-        from .runs import resolve_model
-        from .runtime import frozen, is_export, model_key, open_export
-        if is_export(source):
-            opened = open_export(source)
-            self.runner, self.keras_model, self.name = opened.runner, None, f"{opened.format} export"
-        else:
-            where = resolve_model(source)
-            opened = _load(where)
-            self.runner = frozen(opened.model, model_key(where.model_path), what=where.model_path)
-            self.keras_model, self.name = opened.model, (where.run.name if where.run else os.path.basename(source))
+        from .inference import open_for_classifying
+        opened, self.runner, self.keras_model = open_for_classifying(source)
+        self.name = os.path.basename(os.path.normpath(source)) if self.keras_model is not None else \
+            f"{opened.format} export"
         self.class_names, self.spec = list(opened.class_names), opened.spec
         self.classify(np.zeros((1,) + self.spec.shape, np.uint8))  # warm: the first call compiles
 

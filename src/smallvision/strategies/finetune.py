@@ -43,13 +43,12 @@ def _start(start):
         raise ValueError(f"--from {e}") from None
 
 
-def _load_start(start, final=False):
-    """The start run's model: the one chosen on validation (a refit run's ``selection.keras``),
-    or with ``final`` its published model.keras (what a refit fine-tunes)."""
+def _load_start(start):
+    """The start run's model: the one chosen on validation (a refit run's ``selection.keras``;
+    a .keras file given by name is that file)."""
     from ..runs import load_model
-    source = _start(start)
     try:
-        return load_model(source.model_path if final else source.selection_path)
+        return load_model(_start(start).selection_path)
     except ValueError as e:
         raise ValueError(f"--from {start}: {str(e).split(': ', 1)[-1]}") from None
 
@@ -108,7 +107,7 @@ class Finetune(pretrained.Pretrained):
         o = dict(options or {})
         if not o.get("start"):
             return features.head_model(image_size, num_classes, features_augment.FeaturesAugment().learning_rate(o), o)
-        model = _load_start(o["start"], final=o.pop("refit_from_final", False))
+        model = _load_start(o["start"])
         if tuple(model.input_shape[1:3]) != tuple(image_size):
             raise ValueError(f"--from {o['start']}: the model takes {model.input_shape[1]}x{model.input_shape[2]} "
                              f"images. Received: image_size={tuple(image_size)}")
@@ -123,7 +122,7 @@ class Finetune(pretrained.Pretrained):
     def refit_options(self, options):
         """A refit fine-tunes the start run's published model (with a refit start run: the one
         trained on train + validation), where the selection fine-tuned its selection model."""
-        return dict(options, refit_from_final=True) if options.get("start") else options
+        return dict(options, start=_start(options["start"]).model_path) if options.get("start") else options
 
     def stages(self, config):
         """Head first on cached views (unless started from a trained run), then fine-tuning on the
