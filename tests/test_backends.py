@@ -10,7 +10,7 @@ import pytest
 
 HERE = pathlib.Path(__file__).parent
 SUBSET = ("matches_keras or gradients or heatmap or slide or batches_are_uint8 or early_stopping or logits_match "
-          "or train_further or predict_applies")
+          "or train_further or predict_applies or features_strategy_end_to_end")
 
 
 @pytest.mark.slow

@@ -12,7 +12,11 @@ def classifier_output(x, num_classes, name="predictions", kernel_regularizer=Non
 
 def compile_classifier(model, num_classes, optimizer, steps_per_execution=1):
     """The chapter's loss and metric for the number of classes. ``steps_per_execution``: batches
-    per compiled call (a head on cached features spends most of a step in per-call overhead)."""
+    per compiled call (a head on cached features spends most of a step in per-call overhead); 1 on
+    the PyTorch backend, which runs one batch per call and refuses more."""
+    import keras
+    if keras.backend.backend() == "torch":
+        steps_per_execution = 1
     model.compile(optimizer=optimizer, loss=loss_for(num_classes), metrics=["accuracy"],
                   steps_per_execution=steps_per_execution)
     return model
