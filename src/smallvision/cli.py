@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .checks import DEFAULT_SPLIT
+from .distribute import first_process
 from .errors import SmallvisionError
 
 SPLIT_TEXT = ",".join(map(str, DEFAULT_SPLIT))
@@ -39,6 +40,12 @@ def _verb(sub, name, help_, examples):
 def _runtime_arg(p):
     p.add_argument("--runtime", choices=["auto", "onnxruntime", "keras"], help="how frozen networks run (feature "
                    "extraction, views, predict): ONNX Runtime when installed (auto, the default), or force one")
+
+
+def _devices_arg(p, what="trains"):
+    p.add_argument("--devices", metavar="N|all", help=f"{what} data-parallel on N devices (or all) with the "
+                   "backend's engine: JAX keras.distribution.DataParallel, TensorFlow MirroredStrategy; "
+                   "--batch-size stays the global batch (default: one device)")
 
 
 def _verbose(args):
@@ -114,7 +121,9 @@ def add_train(sub):
   smallvision train data/cats_vs_dogs_small --strategy finetune --head-epochs 20   # head, then fine-tuning
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
   smallvision train --resume runs/20261127-101500-augment --epochs 150    # or train further
-  smallvision train moved/photos --resume runs/20261127-101500-augment    # the data folder moved""")
+  smallvision train moved/photos --resume runs/20261127-101500-augment    # the data folder moved
+  KERAS_BACKEND=jax smallvision train photos --strategy augment --devices all   # every GPU, DataParallel
+  smallvision train photos --strategy augment --devices 2 --batch-size 64       # TensorFlow: MirroredStrategy""")
     p.add_argument("data", nargs="?", help="folder with one sub-folder per class (or train/ validation/ test/)")
     p.add_argument("--strategy", default="scratch", help="scratch, augment, features, features-augment, finetune "
                    "(see: smallvision strategies)")
@@ -147,6 +156,7 @@ def add_train(sub):
                    "(default 50)")
     p.add_argument("--views", help="features-augment: augmented views cached per training image, one drawn per "
                    "epoch (default 10), or 'exact': a fresh view every epoch (slower)")
+    _devices_arg(p)
     _runtime_arg(p)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.set_defaults(func=train)
@@ -161,7 +171,8 @@ def _refit_arg(p, what="the model"):
 def train(args):
     api = _api()
     if args.resume:  # DATA, if given, is where the run's data folder is now
-        run = api.resume(args.resume, epochs=args.epochs, verbose=_verbose(args), data=args.data)
+        run = api.resume(args.resume, epochs=args.epochs, verbose=_verbose(args), data=args.data,
+                         devices=args.devices)
     elif not args.data:
         raise SmallvisionError("train needs a DATA folder (or --resume RUN); see smallvision train --help")
     else:
@@ -171,8 +182,9 @@ def train(args):
                         class_weight=args.class_weight, split=args.split, verbose=_verbose(args),
                         backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
                         head_epochs=args.head_epochs, views=args.views, classifier=args.classifier,
-                        refit=args.refit)
-    print(api.describe(run))
+                        refit=args.refit, devices=args.devices)
+    if first_process():  # another process of a multi-process training writes nothing and says nothing
+        print(api.describe(run))
     return 0
 
 
@@ -278,7 +290,8 @@ def add_ladder(sub):
   smallvision ladder photos --strategies scratch,features,finetune --backbone efficientnet_lite2
   smallvision ladder photos --seeds scratch=1,augment=1,features=3 --out ladders/photos-3seeds
   smallvision ladder data/cats_vs_dogs_small --patience 10 --refit   # final models on train + validation
-  smallvision ladder data/cats_vs_dogs_small          # again, after an interruption: continues""")
+  smallvision ladder data/cats_vs_dogs_small          # again, after an interruption: continues
+  KERAS_BACKEND=jax smallvision ladder photos --devices all           # every run data-parallel on every GPU""")
     p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
     p.add_argument("--strategies", help="comma-separated (default: scratch,augment,features,features-augment,"
                    "finetune)")
@@ -296,6 +309,7 @@ def add_ladder(sub):
     p.add_argument("--classifier", choices=["chapter", "linear"], help="the pretrained strategies' head "
                    "(default: the chapter's)")
     _refit_arg(p, "each run's epoch")
+    _devices_arg(p, "every run trains")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     _runtime_arg(p)
     p.set_defaults(func=ladder)
@@ -306,7 +320,9 @@ def ladder(args):
     out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
                      backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
                      image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views,
-                     patience=args.patience, classifier=args.classifier, refit=args.refit)
+                     patience=args.patience, classifier=args.classifier, refit=args.refit, devices=args.devices)
+    if not first_process():  # another process of the same training writes and reports
+        return 0
     print(api.summary_table(out))
     print(f"report: {os.path.join(out, 'report.html')} and report.md")
     return 0

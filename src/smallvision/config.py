@@ -43,6 +43,7 @@ class RunConfig:
     duplicates: int = 0
     options: dict = dataclasses.field(default_factory=dict)  # strategy options (backbone, head, weights, start, …)
     refit: bool = False  # after selection on validation, the final model trains on train + validation
+    devices: dict = dataclasses.field(default_factory=dict)  # distribute.Devices.to_json(); {}: one (older runs)
     versions: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -68,6 +69,7 @@ class RunConfig:
         if d.get("class_weights"):
             d["class_weights"] = {int(k): float(v) for k, v in d["class_weights"].items()}
         d["options"] = dict(d.get("options") or {})
+        d["devices"] = dict(d.get("devices") or {})
         return cls(**d)
 
 

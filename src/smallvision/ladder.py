@@ -136,7 +136,7 @@ def _run_names(out):
 
 def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
                batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None,
-               classifier=None, refit=False):
+               classifier=None, refit=False, devices=None):
     """Train every strategy of the ladder on ``data``; returns the ladder folder.
 
     Args:
@@ -152,7 +152,10 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         refit: every run's final model is retrained on train + validation for its chosen epoch
             (``runner.train(refit=True)``); the report shows both figures. finetune starts from
             the features-augment run's selection model, and its refit from that run's final one.
+        devices: every run's devices (``runner.train``): None or 1, N or "all"; not a setting of
+            the folder (a ladder may continue on other devices: the global batch is the same).
     """
+    from . import distribute
     chosen = list(strategies or LADDER)
     known = strategies_module.names()
     for s in chosen:
@@ -175,6 +178,10 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         except ValueError as e:
             raise SmallvisionError(str(e)) from None
     settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience, classifier, refit)
+    dev = distribute.resolve(devices)
+    if not dev.writer:  # the first process writes the ladder; this one trains the same models in a private copy
+        out = distribute.private_folder(out) if os.path.isdir(out) else distribute.private_folder()
+        progress, report = False, False
     meta = open_folder(out, settings)
     entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views, classifier)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
@@ -196,7 +203,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
         if progress:
             log(f"{header}: {entry['epochs']} epochs; ladder {_eta(out, entries[i:])}")
         if os.path.isfile(run.file("config.json")):
-            run = runner.resume(path, verbose=verbose, progress=progress, data=settings["data"])
+            run = runner.resume(path, verbose=verbose, progress=progress, data=settings["data"], devices=dev)
         else:
             if os.path.isdir(path):  # killed before its config was written: nothing to keep
                 shutil.rmtree(path)
@@ -204,7 +211,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
             run = runner.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
                                image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
                                patience=patience, refit=refit, verbose=verbose, progress=progress, run_dir=path,
-                               **options)
+                               devices=dev, **options)
         if progress:
             log(runner.describe(run))
     if progress:
@@ -234,11 +241,13 @@ def _fill_caches(out, entries, settings, split, progress):
 
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None, classifier=None, refit=False):
+           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None, classifier=None, refit=False,
+           devices=None):
     """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
 
     Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
     See :func:`run_ladder` for the arguments.
     """
     return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
-                      progress=progress, verbose=0, views=views, patience=patience, classifier=classifier, refit=refit)
+                      progress=progress, verbose=0, views=views, patience=patience, classifier=classifier, refit=refit,
+                      devices=devices)

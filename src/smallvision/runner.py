@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import strategies
+from . import distribute, strategies
 from .checks import DEFAULT_SPLIT, check_choice, check_positive, check_seed, image_size as parse_image_size, \
     split_fractions
 from .config import RunConfig, RunState, versions
@@ -34,7 +34,7 @@ def _now():
 def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, image_size=None,
           crop_to_aspect=False, seed=0, learning_rate=None, patience=None, class_weight=None,
           split=DEFAULT_SPLIT, verbose="auto", progress=True, backbone=None, head=None, weights=None,
-          start=None, head_epochs=None, views=None, classifier=None, refit=False, run_dir=None):
+          start=None, head_epochs=None, views=None, classifier=None, refit=False, run_dir=None, devices=None):
     """Train ``strategy`` on the image folder ``data`` and write a run folder under ``out``.
 
     Args:
@@ -69,6 +69,10 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
             on train + validation for that many epochs, from the same seed; ``selection.keras``
             keeps the model the choice was made with, ``metrics.json`` both models' figures.
         run_dir: the run folder itself (instead of a new timestamped one under ``out``).
+        devices: None or 1 (one device), N or "all": data-parallel training on the backend's
+            engine (JAX ``DataParallel``, TensorFlow ``MirroredStrategy``; see
+            :mod:`smallvision.distribute`), ``batch_size`` being the global batch; or a resolved
+            :class:`~smallvision.distribute.Devices`.
 
     Returns:
         The finished :class:`~smallvision.runs.Run`.
@@ -77,6 +81,10 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
     from .data.scan import find_files
 
     strat = strategies.get(strategy)
+    dev = devices if isinstance(devices, distribute.Devices) else distribute.resolve(devices)
+    if not dev.writer and not distribute.is_private(run_dir):  # another process writes the run; this one
+        # trains the same model in a private folder
+        run_dir, progress, verbose = os.path.join(distribute.private_folder(), "run"), False, 0
     epochs = check_positive("epochs", strat.default_epochs if epochs is None else epochs, integer=True)
     batch_size = check_positive("batch_size", batch_size, integer=True)
     patience = check_positive("patience", patience, integer=True, allow_none=True)
@@ -105,7 +113,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
             options[key] = os.path.abspath(options[key])
     spec = DecodeSpec(*size, bool(crop_to_aspect))
     num_classes = len(class_names)
-    model = build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding
+    with dev.scope():
+        model = build(strat, spec, num_classes, seed, learning_rate, options)  # bad options fail before decoding
     t0 = time.perf_counter()
     prep = prepare(data, spec, fractions, seed, progress=progress)
     weights_by_class = balanced_class_weight(prep.labels["train"], num_classes) if class_weight else None
@@ -122,14 +131,17 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         split_origin=prep.splits.origin, class_names=tuple(prep.class_names),
         counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
         data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
-        duplicates=len(prep.splits.duplicates), options=options, refit=bool(refit),
+        duplicates=len(prep.splits.duplicates), options=options, refit=bool(refit), devices=dev.to_json(),
         optimizer=type(model.optimizer).__name__.lower(), versions=versions())
     run.write_config(config)
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
     if progress:
-        log(f"run folder: {run.path}")
-    return _train_stages(run, model, prep, config, None, verbose, progress, t0)
+        log(f"run folder: {run.path}" + (f"; training on {dev.describe()}" if dev.count > 1 else ""))
+        if batch_size % dev.count:
+            log(f"note: batch size {batch_size} is not a multiple of {dev.count} devices: every batch is padded to "
+                f"{-(-batch_size // dev.count) * dev.count} (the padding weighs 0)")
+    return _train_stages(run, model, prep, config, None, verbose, progress, t0, dev)
 
 
 def fill_caches(data, strategy, options, image_size, split=DEFAULT_SPLIT, seed=0, progress=True, refit=False):
@@ -142,17 +154,22 @@ def fill_caches(data, strategy, options, image_size, split=DEFAULT_SPLIT, seed=0
     strategies.get(strategy).fill_caches(with_validation_in_train(prep) if refit else prep, options, progress, seed)
 
 
-def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
+def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devices=None):
     """Continue an interrupted (or finished, with more ``epochs``) run from its last checkpoint.
 
     ``data`` points at the data folder when it has moved since the run started; its content
-    must be the same (the data-index hash is checked).
+    must be the same (the data-index hash is checked). ``devices``: as in :func:`train`;
+    None keeps the run's own (config.json), and the global batch stays the run's.
     """
     from .runs import load_model
 
     t0 = time.perf_counter()
     run = Run.open(run_path)
     config = run.config
+    dev = devices if isinstance(devices, distribute.Devices) else distribute.resolve(devices, config.devices)
+    if not dev.writer and not distribute.is_private(run.path):  # a private copy (another process writes the run)
+        run, progress, verbose = Run.open(distribute.private_folder(run.path)), False, 0
+    config = config.with_(devices=dev.to_json())
     if epochs is not None:
         config = config.with_(epochs=check_positive("epochs", epochs, integer=True))
     if data is not None:
@@ -170,17 +187,19 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None):
             log(f"resuming {run.path} after epoch {state.epochs_done} of {config.epochs}")
         import keras
         keras.utils.set_random_seed(config.seed + state.epochs_done)
-        model = load_model(run.file("checkpoint", state.last))
+        with dev.scope():
+            model = load_model(run.file("checkpoint", state.last))
         if state.stopped_early and epochs is not None:
             state = state.with_(stopped_early=False, wait=0)
     else:  # killed before the first epoch was committed: start again, same seed
         if progress:
             log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
         state = None
-        model = build(strategies.get(config.strategy), prep.spec, len(prep.class_names), config.seed,
-                      config.learning_rate, config.options)
+        with dev.scope():
+            model = build(strategies.get(config.strategy), prep.spec, len(prep.class_names), config.seed,
+                          config.learning_rate, config.options)
     run.set_status(status="running", resumed=_now())
-    return _train_stages(run, model, prep, config, state, verbose, progress, t0)
+    return _train_stages(run, model, prep, config, state, verbose, progress, t0, dev)
 
 
 def build(strat, spec, num_classes, seed, learning_rate, options=None):
@@ -214,10 +233,10 @@ def _enter_stage(model, stages, k, state, progress):
     return model, state
 
 
-def _train_stages(run, model, prep, config, state, verbose, progress, t0):
-    """Train through the strategy's stages, then evaluate and publish (and, with ``refit``, train
-    and publish the final model); ``t0``: when this process began on the run (wall time adds
-    up across resumes in run.json)."""
+def _train_stages(run, model, prep, config, state, verbose, progress, t0, dev=distribute.ONE):
+    """Train through the strategy's stages on ``dev``, then evaluate and publish on one device
+    (and, with ``refit``, train and publish the final model); ``t0``: when this process began on
+    the run (wall time adds up across resumes in run.json)."""
     from . import train as train_mod
     from .plots import plot_curves
 
@@ -225,7 +244,8 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
     strat = strategies.get(config.strategy)
     stages = strat.stages(config)
     with _recorded_failures(run, before, t0):
-        model, state, inputs = _fit_stages(run, model, prep, config, stages, state or RunState(), verbose, progress)
+        model, state, inputs = _fit_stages(run, model, prep, config, stages, state or RunState(), verbose, progress,
+                                           dev)
     if not state.best:
         raise SmallvisionError(f"{run.path}: no epoch finished; nothing to evaluate")
     sets = {name: (inputs[name], prep.labels[name], prep.paths(name)) for name in ("validation", "test")}
@@ -236,16 +256,17 @@ def _train_stages(run, model, prep, config, state, verbose, progress, t0):
                 title=f"{config.strategy} on {os.path.basename(os.path.normpath(config.data))}")
     if config.refit:
         with _recorded_failures(run, before, t0):
-            _refit(run, prep, config, strat, stages, state, verbose, progress)
+            _refit(run, prep, config, strat, stages, state, verbose, progress, dev)
     run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
                    epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
     return run
 
 
-def _fit_stages(run, model, prep, config, stages, state, verbose, progress, validate=True):
-    """Fit ``model`` through ``stages`` from the committed ``state``; without ``validate`` (a
-    refit) nothing is validated and patience does not apply. Returns (model, state, the last
-    stage's inputs)."""
+def _fit_stages(run, model, prep, config, stages, state, verbose, progress, dev, validate=True):
+    """Fit ``model`` through ``stages`` from the committed ``state`` on the devices ``dev`` (the
+    frozen passes that make a stage's inputs run outside their scope, on one); without
+    ``validate`` (a refit) nothing is validated and patience does not apply. Returns (model,
+    state, the last stage's inputs)."""
     from . import train as train_mod
     from .data.dataset import ImageBatches
     strat = strategies.get(config.strategy)
@@ -257,15 +278,18 @@ def _fit_stages(run, model, prep, config, stages, state, verbose, progress, vali
         inputs = stage.inputs(prep, progress, config.seed) if stage.inputs else \
             strat.inputs(prep, config.options, progress, seed=config.seed)
         train_ds = ImageBatches(inputs["train"], prep.labels["train"], n, config.batch_size, shuffle=True,
-                                seed=config.seed, class_weight=config.class_weights)
-        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, _eval_batch(inputs, config)) \
-            if validate else None
-        model, state = _enter_stage(model, stages, k, state, progress)
-        start = state.stage_start
-        schedule = (lambda epoch, s=stage, start=start: s.schedule(epoch - start, s.epochs)) if stage.schedule else None
-        state = train_mod.fit(model, run, train_ds, val_ds, start + stage.epochs, state,
-                              config.patience if validate else None, verbose=verbose,
-                              log=log if progress and verbose == 0 else None, schedule=schedule)
+                                seed=config.seed, class_weight=config.class_weights, devices=dev)
+        val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, _eval_batch(inputs, config, dev),
+                              devices=dev) if validate else None
+        with dev.scope():
+            model, state = _enter_stage(model, stages, k, state, progress)
+            dev.prepare(model)
+            start = state.stage_start
+            schedule = (lambda epoch, s=stage, start=start: s.schedule(epoch - start, s.epochs)) \
+                if stage.schedule else None
+            state = train_mod.fit(model, run, train_ds, val_ds, start + stage.epochs, state,
+                                  config.patience if validate else None, verbose=verbose,
+                                  log=log if progress and verbose == 0 else None, schedule=schedule)
     return model, state, inputs
 
 
@@ -282,7 +306,7 @@ def refit_stages(stages, state):
     return out
 
 
-def _refit(run, prep, config, strat, stages, state, verbose, progress):
+def _refit(run, prep, config, strat, stages, state, verbose, progress, dev):
     """Train the final model on train + validation, ``state.best_epoch`` epochs through the same
     stages, from the same seed, in ``<run>/refit/`` (committed per epoch, so it resumes like a
     run); publish it as model.keras and its test figures in metrics.json beside the
@@ -312,12 +336,14 @@ def _refit(run, prep, config, strat, stages, state, verbose, progress):
     if rstate is not None and rstate.epochs_done:
         import keras
         keras.utils.set_random_seed(config.seed + rstate.epochs_done)
-        model = load_model(ref.file("checkpoint", rstate.last))
+        with dev.scope():
+            model = load_model(ref.file("checkpoint", rstate.last))
     else:
         rstate = RunState()
-        model = build(strat, prep.spec, len(prep.class_names), config.seed, config.learning_rate,
-                      strat.refit_options(config.options))
-    model, rstate, inputs = _fit_stages(ref, model, merged, config, final_stages, rstate, verbose, progress,
+        with dev.scope():
+            model = build(strat, prep.spec, len(prep.class_names), config.seed, config.learning_rate,
+                          strat.refit_options(config.options))
+    model, rstate, inputs = _fit_stages(ref, model, merged, config, final_stages, rstate, verbose, progress, dev,
                                         validate=False)
     final = load_model(ref.file("checkpoint", rstate.last))
     train_mod.publish_refit(run, final, strat.export(final, config.image_size, config.options),
@@ -353,11 +379,13 @@ def _recorded_failures(run, before, t0):
         raise
 
 
-def _eval_batch(inputs, config):
+def _eval_batch(inputs, config, dev=distribute.ONE):
     """Evaluation batch size: large on cached feature vectors (the result does not depend on it:
-    nothing in evaluation mode mixes the images of a batch), the training one on images."""
+    nothing in evaluation mode mixes the images of a batch), the training one on images; on
+    several devices a multiple of their count (then only the last batch is padded)."""
     from .data.dataset import is_cheap
-    return max(config.batch_size, 500) if is_cheap(inputs["validation"]) else config.batch_size
+    size = max(config.batch_size, 500) if is_cheap(inputs["validation"]) else config.batch_size
+    return -(-size // dev.count) * dev.count
 
 
 def _wall(before, t0):

@@ -50,10 +50,16 @@ class ImageBatches(keras.utils.PyDataset):
         epoch: the first epoch (for resuming).
         workers: Keras worker threads that prefetch batches (default: 2, or none for cheap rows,
             see :func:`is_cheap`).
+        devices: a :class:`~smallvision.distribute.Devices` (default: one). On several, every
+            batch is padded to a multiple of their count with copies of its own images weighted
+            0, the real images' weights scaled by padded/real — the loss and its gradient stay
+            the mean over the real images, as on one device (Keras' "sum over batch size"
+            divides by the padded count) — and weights are then yielded with every batch. With
+            several processes, each yields its contiguous slice of every (padded) batch.
     """
 
     def __init__(self, images, labels, num_classes, batch_size=32, shuffle=False, seed=0,
-                 class_weight=None, epoch=0, workers=None, **kwargs):
+                 class_weight=None, epoch=0, workers=None, devices=None, **kwargs):
         if workers is None:
             workers = 1 if is_cheap(images) else 2  # 1: batches made in the training loop, no threads
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8, **kwargs)
@@ -67,6 +73,10 @@ class ImageBatches(keras.utils.PyDataset):
         self.weights = None
         if class_weight:
             self.weights = np.array([class_weight[int(c)] for c in self.labels], dtype=np.float32)
+        self.shards = devices.count if devices is not None else 1
+        self.part = (devices.process, devices.processes) if devices is not None else (0, 1)
+        last = len(self.labels) % self.batch_size
+        self.padded = self.shards > 1 and (self.batch_size % self.shards != 0 or last % self.shards != 0)
         self._last_order = None
         self.set_epoch(epoch)
 
@@ -94,6 +104,14 @@ class ImageBatches(keras.utils.PyDataset):
         idx = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         if not self.shuffle:
             idx = np.sort(idx)
+        weights = self.weights[idx] if self.weights is not None else None
+        if self.padded:
+            idx, weights = self._pad(idx, weights)
+        if self.part[1] > 1:
+            k, processes = self.part
+            per = len(idx) // processes
+            idx = idx[k * per:(k + 1) * per]
+            weights = weights[k * per:(k + 1) * per] if weights is not None else None
         if isinstance(self.images, np.ndarray):
             x = self.images[idx]
         elif getattr(self.images, "per_epoch", False):  # e.g. one augmented view per image and epoch
@@ -101,9 +119,21 @@ class ImageBatches(keras.utils.PyDataset):
         else:
             x = self.images.take(idx)
         y = as_targets(self.labels[idx], self.num_classes)
-        if self.weights is not None:
-            return x, y, self.weights[idx]
+        if weights is not None:
+            return x, y, weights
         return x, y
+
+    def _pad(self, idx, weights):
+        """``idx`` padded to a multiple of the device count with its own first images, and the
+        per-image weights that keep the batch's mean loss that of the real images."""
+        n = len(idx)
+        padded = -(-n // self.shards) * self.shards
+        weights = np.ones(n, dtype=np.float32) if weights is None else weights.astype(np.float32)
+        if padded == n:
+            return idx, weights
+        extra = padded - n
+        return (np.concatenate([idx, idx[np.arange(extra) % n]]),
+                np.concatenate([weights * np.float32(padded / n), np.zeros(extra, dtype=np.float32)]))
 
     def on_epoch_end(self):
         if self.shuffle:
