@@ -116,7 +116,8 @@ def test_a_padded_batch_trains_the_model_the_real_batch_would():
     def step(dev):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-                                  keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+                                  keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dense(1, activation="sigmoid")])
         model.compile("rmsprop", "binary_crossentropy")
         batch = ImageBatches(x, y, 2, 8, devices=dev)[0]
         loss = model.train_on_batch(*batch)
