@@ -232,7 +232,7 @@ def test_three_devices_pad_every_batch_and_train_the_same_model(small_data, tmp_
 
 @pytest.mark.slow
 @needs_jax
-def test_a_run_killed_on_two_devices_resumes(small_data, tmp_path):
+def test_a_run_killed_on_two_devices_resumes_and_continues_on_one(small_data, tmp_path):
     env = {"KERAS_BACKEND": "jax", "SMALLVISION_CPU_DEVICES": "2"}
     args = ["--strategy", "scratch", "--epochs", 4, "--image-size", "80", "--quiet", "--devices", 2]
     smallvision("train", small_data, "--out", tmp_path / "whole", *args, env=env)
@@ -259,6 +259,10 @@ def test_a_run_killed_on_two_devices_resumes(small_data, tmp_path):
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
     assert read(run, "config.json")["devices"]["count"] == 2
     assert read(run, "run.json")["status"] == "finished"
+    # and trains further on one device (a checkpoint is a plain .keras file); config.json says so
+    smallvision("train", "--resume", run, "--epochs", 5, "--devices", 1, "--quiet", env=env)
+    assert [r["epoch"] for r in history(run)] == [1, 2, 3, 4, 5]
+    assert read(run, "config.json")["devices"]["count"] == 1
 
 
 def free_port():
