@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ORDER = ("scratch", "features", "features-augment", "finetune", "augment")  # the slowest last: a timeout keeps the rest
@@ -58,7 +59,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="folder for gpu_ladder.json and the report")
-    p.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "gpu-ladder"))
+    p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "gpu-ladder"))
     p.add_argument("--epochs-scale", type=float, default=1.0)
     p.add_argument("--backends", default="jax,torch")
     p.add_argument("--probe-epochs", type=int, default=2)
