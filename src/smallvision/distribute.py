@@ -60,6 +60,18 @@ class Devices:
             return contextlib.nullcontext()
         return _engine(self).scope()
 
+    def padded(self, n):
+        """``n`` rows rounded up to a multiple of the device count (how a batch is padded)."""
+        return -(-n // self.count) * self.count
+
+    def folder(self, path):
+        """Where this process writes what it would write at ``path``: ``path`` itself in the
+        first process; in the others a private copy of it (or, when it does not exist yet, a
+        fresh path in a private folder), so that the first process alone writes the real one."""
+        if self.writer or is_private(path):
+            return path
+        return private_folder(path)
+
     def prepare(self, model):
         """Adapt a compiled ``model`` to the engine before it trains: MirroredStrategy runs one
         batch per call (Keras' several-steps-per-call loop fails under it: "You must feed a
@@ -216,9 +228,10 @@ def _list_devices(backend):
 
 
 def private_folder(source=None):
-    """A new folder private to this process (a copy of ``source`` when given), removed when the
-    process ends: where a process other than the first trains the same model while the first
-    writes the real run or ladder folder."""
+    """A path in a new folder private to this process, removed when the process ends: a copy of
+    the folder ``source`` when it exists, else a path not created yet (named like ``source``).
+    Where a process other than the first trains the same model while the first writes the real
+    run or ladder folder (:meth:`Devices.folder`)."""
     import atexit
     import shutil
     import tempfile
@@ -226,11 +239,9 @@ def private_folder(source=None):
     if root is None:
         root = _STATE["private"] = tempfile.mkdtemp(prefix=f"smallvision-process{os.getpid()}-")
         atexit.register(shutil.rmtree, root, True)
-    path = tempfile.mkdtemp(dir=root)
-    if source is None:
-        return path
-    target = os.path.join(path, os.path.basename(os.path.normpath(source)))
-    shutil.copytree(source, target)
+    target = os.path.join(tempfile.mkdtemp(dir=root), os.path.basename(os.path.normpath(source or "run")))
+    if source and os.path.isdir(source):
+        shutil.copytree(source, target)
     return target
 
 

@@ -180,8 +180,7 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience, classifier, refit)
     dev = distribute.resolve(devices)
     if not dev.writer:  # the first process writes the ladder; this one trains the same models in a private copy
-        out = distribute.private_folder(out) if os.path.isdir(out) else distribute.private_folder()
-        progress, report = False, False
+        out, progress, report = dev.folder(out), False, False
     meta = open_folder(out, settings)
     entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views, classifier)
     meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]

@@ -82,9 +82,8 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
 
     strat = strategies.get(strategy)
     dev = devices if isinstance(devices, distribute.Devices) else distribute.resolve(devices)
-    if not dev.writer and not distribute.is_private(run_dir):  # another process writes the run; this one
-        # trains the same model in a private folder
-        run_dir, progress, verbose = os.path.join(distribute.private_folder(), "run"), False, 0
+    if not dev.writer:  # another process writes the run: this one trains the same model quietly, in private
+        run_dir, progress, verbose = dev.folder(run_dir), False, 0
     epochs = check_positive("epochs", strat.default_epochs if epochs is None else epochs, integer=True)
     batch_size = check_positive("batch_size", batch_size, integer=True)
     patience = check_positive("patience", patience, integer=True, allow_none=True)
@@ -140,7 +139,7 @@ def train(data, strategy="scratch", out="runs", epochs=None, batch_size=32, imag
         log(f"run folder: {run.path}" + (f"; training on {dev.describe()}" if dev.count > 1 else ""))
         if batch_size % dev.count:
             log(f"note: batch size {batch_size} is not a multiple of {dev.count} devices: every batch is padded to "
-                f"{-(-batch_size // dev.count) * dev.count} (the padding weighs 0)")
+                f"{dev.padded(batch_size)} (the padding weighs 0)")
     return _train_stages(run, model, prep, config, None, verbose, progress, t0, dev)
 
 
@@ -167,8 +166,8 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devi
     run = Run.open(run_path)
     config = run.config
     dev = devices if isinstance(devices, distribute.Devices) else distribute.resolve(devices, config.devices)
-    if not dev.writer and not distribute.is_private(run.path):  # a private copy (another process writes the run)
-        run, progress, verbose = Run.open(distribute.private_folder(run.path)), False, 0
+    if not dev.writer:  # another process writes the run: this one resumes a private copy, quietly
+        run, progress, verbose = Run.open(dev.folder(run.path)), False, 0
     config = config.with_(devices=dev.to_json())
     if epochs is not None:
         config = config.with_(epochs=check_positive("epochs", epochs, integer=True))
@@ -385,7 +384,7 @@ def _eval_batch(inputs, config, dev=distribute.ONE):
     several devices a multiple of their count (then only the last batch is padded)."""
     from .data.dataset import is_cheap
     size = max(config.batch_size, 500) if is_cheap(inputs["validation"]) else config.batch_size
-    return -(-size // dev.count) * dev.count
+    return dev.padded(size)
 
 
 def _wall(before, t0):

@@ -73,10 +73,10 @@ class ImageBatches(keras.utils.PyDataset):
         self.weights = None
         if class_weight:
             self.weights = np.array([class_weight[int(c)] for c in self.labels], dtype=np.float32)
-        self.shards = devices.count if devices is not None else 1
-        self.part = (devices.process, devices.processes) if devices is not None else (0, 1)
+        self.devices = devices
         last = len(self.labels) % self.batch_size
-        self.padded = self.shards > 1 and (self.batch_size % self.shards != 0 or last % self.shards != 0)
+        self.padded = devices is not None and devices.count > 1 and \
+            (devices.padded(self.batch_size) != self.batch_size or devices.padded(last) != last)
         self._last_order = None
         self.set_epoch(epoch)
 
@@ -107,8 +107,8 @@ class ImageBatches(keras.utils.PyDataset):
         weights = self.weights[idx] if self.weights is not None else None
         if self.padded:
             idx, weights = self._pad(idx, weights)
-        if self.part[1] > 1:
-            k, processes = self.part
+        if self.devices is not None and self.devices.processes > 1:
+            k, processes = self.devices.process, self.devices.processes
             per = len(idx) // processes
             idx = idx[k * per:(k + 1) * per]
             weights = weights[k * per:(k + 1) * per] if weights is not None else None
@@ -127,7 +127,7 @@ class ImageBatches(keras.utils.PyDataset):
         """``idx`` padded to a multiple of the device count with its own first images, and the
         per-image weights that keep the batch's mean loss that of the real images."""
         n = len(idx)
-        padded = -(-n // self.shards) * self.shards
+        padded = self.devices.padded(n)
         weights = np.ones(n, dtype=np.float32) if weights is None else weights.astype(np.float32)
         if padded == n:
             return idx, weights
