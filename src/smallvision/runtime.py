@@ -223,13 +223,15 @@ NEEDS = {  # format -> (modules its export and its runtime import, what to insta
 
 
 class OpenVinoRunner:
-    """``runner(uint8 batch) -> float32 array`` with OpenVINO (CPU)."""
+    """``runner(uint8 batch) -> float32 array`` with OpenVINO (CPU), computing in float32: on a
+    processor with bfloat16 units (AMX, AVX-512 BF16) OpenVINO's CPU plugin otherwise computes in
+    bfloat16 by default (measured: |Δp| 0.006 against the Keras model on such a CPU)."""
 
     name = "openvino"
 
     def __init__(self, path):
         import openvino as ov
-        self.model = ov.Core().compile_model(path, "CPU")
+        self.model = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.dtype = np.dtype(self.model.inputs[0].get_element_type().to_dtype())
 
     def __call__(self, batch):
