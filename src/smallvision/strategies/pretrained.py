@@ -65,10 +65,14 @@ class Pretrained(Strategy):
         return [Stage("train", config.epochs, None, schedule=head_schedule(config.options, config.learning_rate))]
 
     def validate(self, opts, class_names):
-        """The backbone's name, the head, and a ``weights`` file (readable, read without running
-        code, tensors that fit the backbone) — before a run folder exists."""
+        """The backbone's name, the head, and its weights — the ImageNet package installed, or a
+        ``weights`` file readable, read without running code, with tensors that fit the backbone —
+        before a run folder exists or an image is decoded."""
         o = options(opts)
-        if o["weights"] not in (None, "imagenet"):
+        if o["weights"] == "imagenet":
+            from ..backbones.registry import check_imagenet
+            check_imagenet(o["backbone"])
+        elif o["weights"] is not None:
             from ..backbones.registry import check_weights
             check_weights(o["backbone"], o["weights"])
 
