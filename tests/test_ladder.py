@@ -2,12 +2,10 @@
 (Markdown + one self-contained HTML page, opened in a real headless browser)."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from smallvision import api, ladder
+from smallvision import api, cli, ladder
 from smallvision.errors import SmallvisionError
 from smallvision.runs import Run
 from conftest import headless_chromium, make_folder
@@ -100,7 +98,8 @@ def test_report_of_a_single_run(finished_ladder, tmp_path):
         api.report(tmp_path)
 
 
-def test_html_report_renders_in_a_real_browser(finished_ladder):
+@pytest.mark.slow
+def test_html_report_renders_in_a_real_browser(finished_ladder, tmp_path):
     browser = headless_chromium()
     try:
         browser.get((finished_ladder["out"] / "report.html").as_uri())
@@ -115,30 +114,52 @@ def test_html_report_renders_in_a_real_browser(finished_ladder):
         header = browser.execute_script("return document.querySelector('#summary thead').textContent")
         assert "test accuracy" in header and "trainable / total params" in header
         assert browser.title.startswith("smallvision ladder on data")
+        assert_fits_the_window(browser)
+        # the widest results table a report makes (refit's extra column, three seeds, long figures)
+        from smallvision.report.render import html_page
+        header = ["strategy", "backbone", "head", "trainable / total params", "image size", "seeds", "epochs",
+                  "best epoch", "validation accuracy", "test accuracy (selection model)", "test accuracy",
+                  "test loss", "wall time", "images/s (training)", "chapter (2nd ed.)"]
+        row = ["features-augment", "efficientnet_lite2", "gap, linear", "1,337,985 / 3,741,217", "260x260", "3",
+               "100, 100, 100", "12, 37, 100", "99.43 % ± 0.12", "99.52 % ± 0.06", "99.63 % ± 0.03 (refit)",
+               "0.0123", "1 h 23 min", "1234.5", "97.5 %"]
+        page = tmp_path / "wide.html"
+        page.write_text(html_page([("h1", "wide"), ("table", header, [row] * 5, "summary")], "wide"), encoding="utf-8")
+        browser.get(page.as_uri())
+        assert_fits_the_window(browser)
     finally:
         browser.quit()
 
 
-def test_ladder_command_line(tmp_path):
+def assert_fits_the_window(browser):
+    """In a 1280-pixel window the page does not scroll sideways and no column of the results
+    table is cut."""
+    browser.set_window_size(1280, 900)
+    inner = browser.execute_script("return window.innerWidth")
+    assert inner >= 1200, inner
+    page, view, right, table, box = browser.execute_script(
+        "const t = document.querySelector('#summary'); return [document.documentElement.scrollWidth, "
+        "document.documentElement.clientWidth, t.getBoundingClientRect().right, t.scrollWidth, "
+        "t.parentElement.clientWidth]")
+    assert page <= view and right <= view and table <= box, (page, view, right, table, box)
+
+
+def test_ladder_command_line(tmp_path, capsys):
     data = make_folder(tmp_path / "data", per_class=12)
     out = tmp_path / "L"
-    proc = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "scratch",
-                           "--epochs-scale", "0.04", "--image-size", "80", "--out", str(out), "--quiet",
-                           "--patience", "5"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines()[0].split()[0] == "strategy" and "scratch" in proc.stdout
-    assert "ladder 1/1: scratch, seed 0" in proc.stderr
+    assert cli.main(["ladder", str(data), "--strategies", "scratch", "--epochs-scale", "0.04", "--image-size", "80",
+                     "--out", str(out), "--quiet", "--patience", "5"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0].split()[0] == "strategy" and "scratch" in printed.out
+    assert "ladder 1/1: scratch, seed 0" in printed.err
     assert (out / "report.html").is_file()
     assert Run(out / "runs" / "scratch-seed0").config.patience == 5  # every run stops early alike
     with pytest.raises(SmallvisionError, match="ladder was made with patience=5, not None"):
         api.ladder(str(data), out=str(out), strategies=["scratch"], epochs_scale=0.04, image_size=80, progress=False)
     with pytest.raises(SmallvisionError, match="patience must be a positive integer. Received: patience=0"):
         api.ladder(str(data), out=str(tmp_path / "L2"), strategies=["scratch"], patience=0, progress=False)
-    bad = subprocess.run([sys.executable, "-m", "smallvision", "ladder", str(data), "--strategies", "magic"],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("smallvision: error: unknown strategy")
+    assert cli.main(["ladder", str(data), "--strategies", "magic"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("smallvision: error: unknown strategy")
 
 
 def test_seeds_and_plan():

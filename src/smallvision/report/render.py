@@ -5,16 +5,28 @@ import base64
 import datetime
 import html
 import os
+import re
 
 from ..plots import curves_png, grid_png, overlay_png
 from ..progress import duration
 
 CHAPTER = {"scratch": "69.5 %", "augment": "83.5 %", "features": "≈97 %", "features-augment": "97.5 %",
            "finetune": "98.5 %"}  # Deep Learning with Python, 2nd ed., VGG16, test accuracy
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
-code{background:#f3f3f3;padding:0 .2em}.muted{color:#666}"""
+# The page fits a 1280-pixel window (a browser test checks it with the widest table, refit columns
+# included): a cell wraps only between its parts, never inside a figure ("99.43 %" and "± 0.12"
+# keep together, see `_cell`); a table still wider than the page (many classes) scrolls inside its
+# own box instead of pushing the page sideways.
+CSS = """body{font-family:system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}
+.table{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .4em;text-align:right}
+th{background:#f3f3f3;vertical-align:bottom;font-weight:600}td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}
+img{max-width:100%;margin:.5em 0}code{background:#f3f3f3;padding:0 .2em}.muted{color:#666}"""
+_GLUED = re.compile(r"(?<=\d) (?=%|h\b|min\b|s\b)|(?<=±) ")  # "99.43 %", "1 h 23 min", "± 0.12"
+
+
+def _cell(value):
+    """A table cell's text, escaped, with no-break spaces inside each figure."""
+    return _GLUED.sub("\u00a0", html.escape(str(value)))
 
 
 def percent(ms):
@@ -178,10 +190,10 @@ def html_page(content, title):
             parts.append(f"<p>{e(block[1])}</p>")
         elif kind == "table":
             _, header, rows, ident = block
-            parts.append(f'<table{f" id={chr(34)}{ident}{chr(34)}" if ident else ""}><thead><tr>'
+            parts.append(f'<div class="table"><table{f" id={chr(34)}{ident}{chr(34)}" if ident else ""}><thead><tr>'
                          + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows]
-            parts.append("</tbody></table>")
+            parts += ["<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</tbody></table></div>")
         elif kind == "img":
             data = base64.b64encode(block[3]).decode("ascii")
             parts.append(f'<img alt="{e(block[2])}" src="data:image/png;base64,{data}">')
