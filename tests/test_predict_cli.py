@@ -82,10 +82,23 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
     assert cli.main(["train"]) == 2
 
 
-@pytest.mark.parametrize("verb", ["demo", "scan", "train", "predict", "strategies"])
-def test_every_verb_has_help_with_examples(verb):
-    out = subprocess.run([sys.executable, "-m", "smallvision", verb, "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "examples:" in out.stdout and f"smallvision {verb}" in out.stdout
+VERBS = ["demo", "scan", "train", "ladder", "report", "predict", "export", "serve", "explain", "strategies",
+         "backbones", "data"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help_with_examples(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "examples:" in out and f"smallvision {verb}" in out
+
+
+def test_python_dash_m_runs_the_cli():
+    """The one place the process boundary is what is tested: `python -m smallvision`."""
+    out = subprocess.run([sys.executable, "-m", "smallvision", "strategies"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "finetune" in out.stdout
 
 
 def test_cli_scan_reports_and_writes(tmp_path, capsys):
@@ -112,4 +125,19 @@ def test_demo_compares_scratch_and_features_in_a_ladder_report(tmp_path, capsys)
     out = capsys.readouterr()
     assert "scratch" in out.out and "features" in out.out
     assert (tmp_path / "demo" / "ladder" / "report.html").is_file()
-    assert out.err.count("predict (") == 5
+    shown = [line for line in out.err.splitlines() if line.startswith("predict (")]
+    assert 10 <= len(shown) <= 11  # one test image of each digit, then the worst mistake if any
+    assert sorted(line.split("/")[-2] for line in shown[:10]) == [str(d) for d in range(10)]
+
+
+def test_the_demo_shows_one_image_per_class_and_the_worst_mistake():
+    from smallvision.demo import showcase
+    row = lambda path, true, predicted, loss, split="test": dict(path=path, split=split, true=true,
+                                                              predicted=predicted, loss=loss)
+    rows = [row("c/1.png", "cat", "cat", 0.1), row("c/2.png", "cat", "dog", 2.0), row("c/3.png", "cat", "dog", 0.9),
+            row("d/1.png", "dog", "dog", 0.2), row("d/0.png", "dog", "cat", 9.0, split="validation")]
+    assert [r["path"] for r in showcase(rows, ["dog", "cat"])] == ["d/1.png", "c/1.png", "c/2.png"]
+    rows[0]["predicted"], rows[0]["loss"] = "dog", 5.0  # the first cat is now also the worst mistake: shown once
+    assert [r["path"] for r in showcase(rows, ["dog", "cat"])] == ["d/1.png", "c/1.png"]
+    right = [r for r in rows if r["predicted"] == r["true"]]
+    assert [r["path"] for r in showcase(right, ["cat", "dog"])] == ["d/1.png"]  # no mistake: no extra row

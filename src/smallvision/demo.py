@@ -1,15 +1,16 @@
 """``smallvision demo``: the main job, offline, in a few minutes — the chapter's point on a
 stand-in: a convnet trained from scratch beside a pretrained conv base's features, on the
-same images, compared in the ladder's report; then a few test images classified.
+same images, compared in the ladder's report; then test images classified: one of each class
+and the best run's worst mistake, so that the last lines say something.
 
 The stand-in is scikit-learn's digits written as an image folder (no network needed); with
 ``data`` the same runs on your own folder."""
-import csv
 import os
 
 from .inference import predict
 from .ladder import run_ladder
 from .progress import log
+from .runs import Run
 
 DEMO_STRATEGIES = ("scratch", "features")
 
@@ -41,12 +42,26 @@ def demo(out="smallvision-demo", data=None, strategies=DEMO_STRATEGIES, epochs_s
     folder = run_ladder(data, out=os.path.join(out, "ladder"), strategies=list(strategies),
                         epochs_scale=epochs_scale or 1.0, image_size=image_size, progress=progress, verbose=verbose)
     best = collect(folder)["best"]  # the best validation accuracy of the ladder
-    test_files = [os.path.join(data, *p.split("/")) for p in _split_paths(best["path"], "test")[:5]]
-    for row in predict(best["path"], test_files, progress=progress):
-        log(f"predict ({best['name']}) {row['path']}: {row['class']} ({row['probability']:.3f})")
+    run = Run(best["path"])
+    shown = showcase(run.read_predictions(), run.config.class_names)
+    truth = {os.path.join(data, *r["path"].split("/")): r["true"] for r in shown}
+    for row in predict(best["path"], list(truth), progress=progress):
+        true = truth.get(row["path"])
+        log(f"predict ({best['name']}) {row['path']}: {row['class']} ({row['probability']:.3f})"
+            + ("" if true in (None, row["class"]) else f"  <- a mistake: it is {true}"))
     return folder
 
 
-def _split_paths(run_path, split):
-    with open(os.path.join(run_path, "index.csv"), encoding="utf-8", errors="surrogateescape", newline="") as f:
-        return [r["path"] for r in csv.DictReader(f) if r["split"] == split]
+def showcase(predictions, class_names):
+    """Test rows to show a newcomer: the first of each class (in the order of ``class_names``),
+    then the test image the model gets most wrong (highest loss), if it gets one wrong."""
+    test = [r for r in predictions if r["split"] == "test"]
+    first = {}
+    for r in test:
+        first.setdefault(r["true"], r)
+    shown = [first[c] for c in class_names if c in first]
+    wrong = [r for r in test if r["predicted"] != r["true"]]
+    if wrong:
+        worst = max(wrong, key=lambda r: r["loss"])
+        shown = [r for r in shown if r is not worst] + [worst]
+    return shown
