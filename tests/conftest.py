@@ -11,12 +11,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cats_vs_dogs_small"
 
 
+def shared_cache_dir(tmp_path_factory):
+    """The session's one warm cache (decodes, features, views, ONNX exports). The caches are keyed
+    by content and append-only, so tests share it as two runs do; a test that counts what a cache
+    holds asks for ``isolated_cache`` instead."""
+    path = tmp_path_factory.getbasetemp() / "shared-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own decode cache and scan memo."""
+def warm_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SMALLVISION_CACHE", str(shared_cache_dir(tmp_path_factory)))
+
+
+@pytest.fixture
+def isolated_cache(warm_cache, tmp_path, monkeypatch):
+    """A cold cache of this test's own (for a test that counts what the cache holds)."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("SMALLVISION_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def cold_stores(isolated_cache, tmp_path_factory):
+    """A cold cache for decodes, features and views (for a test that counts them), with the
+    session's ONNX exports of the frozen bases linked in: exporting Lite0 again is ~10 s that
+    such a test does not look at."""
+    shared = shared_cache_dir(tmp_path_factory) / "onnx"
+    shared.mkdir(exist_ok=True)
+    isolated_cache.mkdir()
+    (isolated_cache / "onnx").symlink_to(shared, target_is_directory=True)
+    return isolated_cache
 
 
 def shape_image(kind, size, rng):
@@ -97,13 +123,13 @@ def headless_chromium():
 
 
 def tiny_run(tmp_path_factory, name, strategy, **options):
-    """A one-epoch ``strategy`` run on a fresh 2-class folder at 64 px with its own cache (for
-    module-scoped fixtures, set up before the per-test cache). Returns (run, data folder, root)."""
+    """A one-epoch ``strategy`` run on a fresh 2-class folder at 64 px, on the session's warm
+    cache (for module-scoped fixtures, set up before the per-test one). Returns (run, data folder, root)."""
     from smallvision import api
     root = tmp_path_factory.mktemp(name)
     data = make_folder(root / "data", per_class=16)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
+        mp.setenv("SMALLVISION_CACHE", str(shared_cache_dir(tmp_path_factory)))
         run = api.train(data, strategy, out=root / "runs", epochs=1, image_size=64, head="gap",
                         split="0.5,0.25,0.25", verbose=0, progress=False, **options)
     return run, data, root

@@ -130,6 +130,7 @@ def test_refit_keeps_both_models_and_says_which_figure_is_which(tiny_data, tmp_p
     assert "refit on train + validation: test accuracy" in api.describe(run)
 
 
+@pytest.mark.slow  # kill/resume: the extended tier
 def test_an_interrupted_refit_resumes_where_it_stopped(tiny_data, tmp_path, monkeypatch):
     from smallvision import train as train_mod
     real = train_mod.RunRecorder.on_epoch_end

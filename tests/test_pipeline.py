@@ -41,7 +41,7 @@ def test_uncommitted_or_damaged_shards_are_ignored(tiny_data, isolated_cache):
     assert len(DecodeCache(SPEC)) == len(again.entries) == len(index.entries)
 
 
-def test_two_sizes_share_the_scan_but_not_the_pixels(tiny_data):
+def test_two_sizes_share_the_scan_but_not_the_pixels(tiny_data, isolated_cache):
     scan(tiny_data, SPEC, progress=False)
     scan(tiny_data, DecodeSpec(96, 96), progress=False)
     assert len(DecodeCache(SPEC)) == len(DecodeCache(DecodeSpec(96, 96))) == 32

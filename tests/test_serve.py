@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from smallvision import api
-from conftest import SHARED_DATA, headless_chromium, tiny_run
+from conftest import SHARED_DATA, headless_chromium, shared_cache_dir, tiny_run
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -25,10 +25,10 @@ from starlette.testclient import TestClient  # noqa: E402
 def served(tmp_path_factory):
     run, data, root = tiny_run(tmp_path_factory, "serve", "features")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
+        mp.setenv("SMALLVISION_CACHE", str(shared_cache_dir(tmp_path_factory)))
         app = api.make_app(run.path, max_bytes=200_000, window=0.05)
     files = sorted((data / "bars").iterdir())[:2] + sorted((data / "discs").iterdir())[:1]
-    return dict(run=run, data=data, app=app, files=files, root=root)
+    return dict(run=run, data=data, app=app, files=files, root=root, cache=shared_cache_dir(tmp_path_factory))
 
 
 def _jpeg(size=(40, 30)):
@@ -63,7 +63,8 @@ def test_bad_input_gets_a_4xx_and_the_next_good_request_is_answered(served, tmp_
     truncated = good[: len(good) // 2]
     bomb = io.BytesIO()
     Image.new("1", (12_000, 12_000)).save(bomb, "PNG")  # 144 M pixels in a few kB
-    before = {p: os.stat(p).st_mtime_ns for p in served["root"].rglob("*")}
+    written = lambda: {p: os.stat(p).st_mtime_ns for d in ("root", "cache") for p in served[d].rglob("*")}
+    before = written()
     cases = [
         ("not an image", dict(content=b"hello, I am text", headers={"content-type": "image/jpeg"}), 400,
          "not an image"),
@@ -88,7 +89,7 @@ def test_bad_input_gets_a_4xx_and_the_next_good_request_is_answered(served, tmp_
     assert client.get("/nowhere").json()["error"] == "GET /nowhere: no such route"
     assert client.get("/predict").status_code == 405
     # nothing was written: the run folder and the cache are as they were
-    assert {p: os.stat(p).st_mtime_ns for p in served["root"].rglob("*")} == before
+    assert written() == before
 
 
 def test_multipart_is_parsed_in_memory_byte_for_byte(served, tmp_path, monkeypatch):
@@ -181,7 +182,7 @@ def test_the_page_classifies_an_uploaded_photo_in_a_real_browser(served, tmp_pat
         photo = sorted((SHARED_DATA / "test" / "dogs").iterdir())[0]
     expected = api.predict(served["run"].path, [photo], progress=False)[0]["class"]
     port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SMALLVISION_CACHE": str(served["root"] / "cache")}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SMALLVISION_CACHE": str(served["cache"])}
     server = subprocess.Popen([sys.executable, "-m", "smallvision", "serve", served["run"].path, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
