@@ -128,6 +128,7 @@ def test_demo_compares_scratch_and_features_in_a_ladder_report(tmp_path, capsys)
     shown = [line for line in out.err.splitlines() if line.startswith("predict (")]
     assert 10 <= len(shown) <= 11  # one test image of each digit, then the worst mistake if any
     assert sorted(line.split("/")[-2] for line in shown[:10]) == [str(d) for d in range(10)]
+    assert len(shown) == 10 or "  <- a mistake: it is " in shown[-1]  # the worst mistake says so
 
 
 def test_the_demo_shows_one_image_per_class_and_the_worst_mistake():
