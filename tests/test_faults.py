@@ -49,7 +49,7 @@ def index_of(data):
 
 
 @pytest.mark.slow
-def test_disk_full_while_writing_the_cache(tmp_path):
+def test_disk_full_while_writing_the_cache(tmp_path, isolated_cache):
     data = make_folder(tmp_path / "d", per_class=20)
     code, _, err = smallvision("scan", data, "--image-size", "80", file_limit=200_000)
     assert code == 2 and "cannot write the decode cache" in err and "Traceback" not in err
@@ -77,7 +77,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_while_decoding(tmp_path):
+def test_kill_9_while_decoding(tmp_path, isolated_cache):
     data = make_folder(tmp_path / "d", per_class=150, size=400)
     proc = smallvision("scan", data, "--image-size", "80", wait=False)
     folder = DecodeCache(SPEC).dir
@@ -97,7 +97,7 @@ def test_kill_9_while_decoding(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_trainings_share_one_cache(tmp_path):
+def test_two_trainings_share_one_cache(tmp_path, isolated_cache):
     data = make_folder(tmp_path / "d", per_class=16)
     procs = [smallvision("train", data, "--image-size", "80", "--epochs", "1", "--out", tmp_path / f"runs{i}",
                          "--seed", str(i), "--quiet", wait=False) for i in range(2)]
