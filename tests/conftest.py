@@ -33,18 +33,6 @@ def isolated_cache(warm_cache, tmp_path, monkeypatch):
     return cache
 
 
-@pytest.fixture
-def cold_stores(isolated_cache, tmp_path_factory):
-    """A cold cache for decodes, features and views (for a test that counts them), with the
-    session's ONNX exports of the frozen bases linked in: exporting Lite0 again is ~10 s that
-    such a test does not look at."""
-    shared = shared_cache_dir(tmp_path_factory) / "onnx"
-    shared.mkdir(exist_ok=True)
-    isolated_cache.mkdir()
-    (isolated_cache / "onnx").symlink_to(shared, target_is_directory=True)
-    return isolated_cache
-
-
 def shape_image(kind, size, rng):
     """A synthetic photo: a bright disc (kind 0) or a bright bar (kind 1) on noise (make_folder: bars, discs)."""
     h = w = size

@@ -159,7 +159,7 @@ def test_features_augment_then_finetune_from_it_on_real_photos(shared_subset, tm
         assert r["probabilities"]["cats"] == pytest.approx(evaluated[key], abs=1e-3), key
 
 
-def test_finetune_fills_the_maps_and_the_pooled_views_in_one_frozen_pass(tiny_data, cold_stores, monkeypatch):
+def test_finetune_fills_the_maps_and_the_pooled_views_in_one_frozen_pass(tiny_data, isolated_cache, monkeypatch):
     """One pass of the frozen base fills both caches fine-tuning needs (the lower part's maps, and
     the pooled vectors the head stage trains on): the base runs once per image and view, and the
     pooled rows equal what the plain extractor computes (float16 cache: to 2e-3)."""

@@ -165,7 +165,7 @@ def test_cached_head_and_end_to_end_model_give_the_same_loss_and_head_gradients(
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapters_model(tmp_path, cold_stores):
+def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapters_model(tmp_path, isolated_cache):
     import keras
 
     from conftest import make_folder
@@ -173,10 +173,10 @@ def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapte
     kw = dict(out=tmp_path / "runs", epochs=1, image_size=64, verbose=0, progress=False)
     run = api.train(data, "features-augment", views=3, **kw)
     assert run.config.options == {"views": 3, "classifier": "chapter"}
-    shards = lambda: sorted(p.name for p in cold_stores.glob("views/chapter/*/*.u8"))
+    shards = lambda: sorted(p.name for p in isolated_cache.glob("views/chapter/*/*.u8"))
     first = shards()
-    assert len(first) == 1 and os.path.getsize(cold_stores / "views" / "chapter" /
-                                               os.listdir(cold_stores / "views" / "chapter")[0] / first[0]) \
+    assert len(first) == 1 and os.path.getsize(isolated_cache / "views" / "chapter" /
+                                               os.listdir(isolated_cache / "views" / "chapter")[0] / first[0]) \
         == 16 * 3 * 1280 * 2  # 16 training images x 3 views x 1280 float16
     again = api.train(data, "features-augment", views=3, seed=1, **kw)
     assert again.status["status"] == "finished" and shards() == first

@@ -149,7 +149,7 @@ def test_resume_finds_moved_data(tiny_data, tmp_path):
     assert len(again.read_history()) == 2 and again.config.data == str(moved)
 
 
-def test_features_strategy_end_to_end(tiny_data, tmp_path, cold_stores):
+def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=2, image_size=64, head="gap",
                     split="0.5,0.25,0.25", verbose=0, progress=False)
     check_run_folder(run, 2)
@@ -159,10 +159,10 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, cold_stores):
     rows = api.predict(run.path, [tiny_data / "bars"])
     assert len(rows) == 16 and all(r["error"] is None for r in rows)
     # a gap head caches the pooled vectors (1280 per image, not the 2x2x1280 map)
-    shards = lambda: sorted(p.relative_to(cold_stores).as_posix() for p in cold_stores.glob("features/*/*.u8"))
+    shards = lambda: sorted(p.relative_to(isolated_cache).as_posix() for p in isolated_cache.glob("features/*/*.u8"))
     before = shards()
     assert len(before) == 1 and before[0].split("/")[1].endswith("-gap")
-    assert os.path.getsize(cold_stores / before[0]) == 32 * 1280 * 2
+    assert os.path.getsize(isolated_cache / before[0]) == 32 * 1280 * 2
     # a second run (other seed) reuses the cached features: no new shard is written
     again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="gap",
                       split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
