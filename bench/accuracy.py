@@ -43,7 +43,7 @@ def summary(run, partial=False):
     from smallvision.data import prepare
     from smallvision.data.decode import DecodeSpec
     from smallvision.metrics import classification_metrics
-    from smallvision.train import predict_probabilities
+    from smallvision.fitting import predict_probabilities
 
     from smallvision.config import RunState
     c, history, state = run.config, run.read_history(), run.state or RunState()

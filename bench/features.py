@@ -44,7 +44,8 @@ def plain_head_seconds(shape, n_train, n_val, epochs, head):
     import numpy as np
     from smallvision.strategies import pretrained
     inputs = keras.Input(shape)
-    model = keras.Model(inputs, pretrained.head(inputs, head, 2))
+    from smallvision.strategies.options import PretrainedOptions
+    model = keras.Model(inputs, pretrained.head(inputs, PretrainedOptions(head=head, classifier="chapter"), 2))
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(0)
     x, y = rng.random((n_train,) + shape, dtype=np.float32), rng.integers(0, 2, n_train)
@@ -102,7 +103,9 @@ def main():
             import keras
             from smallvision.strategies import pretrained
             book = run_json([sys.executable, str(BOOK), "extract", str(data), "--base", a.backbone])
-            shape = tuple(pretrained.frozen_base(tuple(c.image_size), {"backbone": a.backbone}, weights=False)
+            from smallvision.strategies import get
+            o = get("features").read_options({"backbone": a.backbone})
+            shape = tuple(pretrained.frozen_base(tuple(c.image_size), o, weights=False)
                           .output_shape[1:])
             head_s = plain_head_seconds(shape, sum(c.counts["train"]), sum(c.counts["validation"]), a.epochs,
                                         heads[0])

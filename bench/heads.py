@@ -62,7 +62,8 @@ def one_backbone(backbone, seeds, views, tmp):
     from smallvision.strategies import features
 
     size = get(backbone).native_size
-    o = {"backbone": backbone, "head": "gap"}
+    from smallvision.strategies import get as get_strategy
+    o = get_strategy("features").read_options({"backbone": backbone, "head": "gap"})
     result = dict(benchmark="heads and refit on all 5,000 photos (issue #17)", machine=machine(), backbone=backbone,
                   image_size=size, data="cats_vs_dogs_small (all 5,000)", seeds=seeds, views=views)
     prep = prepare(str(DATA), DecodeSpec(size, size), progress=False)

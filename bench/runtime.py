@@ -38,10 +38,11 @@ def main():
     size = 224
     photos = sorted(str(f) for f in (DATA / "test").rglob("*.jpg"))
     images = np.stack([read_image(f, DecodeSpec(size, size))[0] for f in photos])
-    o = {"backbone": a.backbone, "head": "gap"}
+    from smallvision.strategies import get as get_strategy
+    o = get_strategy("features").read_options({"backbone": a.backbone, "head": "gap"})
     model = features.extractor((size, size), o)
     t = time.perf_counter()
-    ort = runtime.frozen(model, "bench-extractor", count=None)
+    ort = runtime.frozen_runner(model, "bench-extractor", count=None)
     export_s = time.perf_counter() - t
     keras_runner = runtime.KerasRunner(model)
     rates, outs = {}, {}

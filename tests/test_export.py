@@ -37,7 +37,7 @@ def test_every_format_matches_the_run_and_predict_reads_it(trained, tmp_path, fm
     result = api.export(run.path, format=fmt, out=tmp_path / fmt)
     assert result.checked == 8 and result.check_images == "validation"  # the run's 8 validation images
     assert result.max_difference <= export_mod.TOLERANCE and result.differing == 0
-    assert sorted(os.listdir(tmp_path / fmt)) == sorted(["labels.json", export_mod.MODEL_FILE[fmt]] +
+    assert sorted(os.listdir(tmp_path / fmt)) == sorted(["labels.json", export_mod.FORMATS[fmt].model_file] +
                                                          (["model.bin"] if fmt == "openvino" else []))
     labels = json.loads((tmp_path / fmt / "labels.json").read_text())
     assert labels["class_names"] == ["bars", "discs"] and labels["format"] == fmt

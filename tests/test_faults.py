@@ -73,7 +73,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path):
     [run_dir] = list(out.iterdir())
     assert not [n for n in os.listdir(run_dir / "checkpoint") if n.endswith(".keras")]
     run = api.resume(run_dir, verbose=0, progress=False)
-    assert run.status["status"] == "finished" and len(run.read_history()) == 2
+    assert run.status.status == "finished" and len(run.read_history()) == 2
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_two_trainings_share_one_cache(tmp_path, isolated_cache):
         assert p.returncode == 0, err[-2000:]
     for i in range(2):
         [run_dir] = list((tmp_path / f"runs{i}").iterdir())
-        assert Run.open(run_dir).status["status"] == "finished"
+        assert Run.open(run_dir).status.status == "finished"
     assert len(DecodeCache(SPEC)) == 32
     assert_cache_is_true(data, index_of(data))
 

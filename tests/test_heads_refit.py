@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from smallvision import api, runner
+from smallvision import api, runner, strategies
 from smallvision.errors import SmallvisionError
 from smallvision.models.walk import leaves
 from smallvision.runs import Run
@@ -34,7 +34,8 @@ def test_the_linear_head_reaches_the_logistic_regressions_optimum():
     x = (rng.normal(size=(n, d)) + 0.15 * (2 * y[:, None] - 1) * rng.normal(size=d)).astype("float32")
     keras.utils.set_random_seed(0)
     inputs = keras.Input((d,))
-    options = {"classifier": "linear"}
+    from smallvision.strategies.options import PretrainedOptions
+    options = PretrainedOptions(classifier="linear", head="gap")
     model = pretrained.classifier(inputs, inputs, options, 2, pretrained.LINEAR_LEARNING_RATE, "lin")
     assert [layer.name for layer in model.layers[1:]] == ["predictions"]
     assert isinstance(model.optimizer, keras.optimizers.Adam)
@@ -52,7 +53,7 @@ def test_the_linear_head_reaches_the_logistic_regressions_optimum():
     assert best <= objective(w, b[0]) <= best * 1.005
     diff = np.abs(model.predict(x, verbose=0)[:, 0] - lr.predict_proba(x)[:, 1])
     assert diff.max() < 0.03 and diff.mean() < 0.01
-    assert pretrained.head_schedule({"classifier": "chapter"}, 1e-3) is None  # the chapter's constant rate
+    assert pretrained.head_schedule(options.replace(classifier="chapter"), 1e-3) is None  # the chapter's constant rate
 
 
 def test_classifier_option_is_recorded_and_refused_where_it_means_nothing(tiny_data, tmp_path):
@@ -80,7 +81,7 @@ def test_a_new_run_records_its_backbones_default_classifier(tiny_data, tmp_path,
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, **TINY)
     assert run.config.options["classifier"] == "linear"
     # a run recorded before the option existed was trained with the chapter's head, whatever the default now
-    assert pretrained.options({"backbone": "efficientnet_lite0"})["classifier"] == "chapter"
+    assert strategies.get("features").read_options({"backbone": "efficientnet_lite0"}).classifier == "chapter"
 
 
 def test_refit_stages_follow_the_selection_up_to_the_chosen_epoch():
@@ -108,7 +109,7 @@ def _predictions(run, split):
 def test_refit_keeps_both_models_and_says_which_figure_is_which(tiny_data, tmp_path):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=4, classifier="linear", refit=True, **TINY)
     m, best = run.metrics, run.metrics["best_epoch"]
-    assert run.config.refit and run.status["status"] == "finished"
+    assert run.config.refit and run.status.status == "finished"
     assert m["refit"] == {"epochs": best, "stages": None, "trained_on": ["train", "validation"], "images": 24,
                           "model": "model.keras"}
     assert m["selection"]["model"] == "selection.keras" and m["selection"]["best_epoch"] == best
@@ -132,26 +133,26 @@ def test_refit_keeps_both_models_and_says_which_figure_is_which(tiny_data, tmp_p
 
 @pytest.mark.slow  # kill/resume: the extended tier
 def test_an_interrupted_refit_resumes_where_it_stopped(tiny_data, tmp_path, monkeypatch):
-    from smallvision import train as train_mod
-    real = train_mod.RunRecorder.on_epoch_end
+    from smallvision import fitting
+    real = fitting.RunRecorder.on_epoch_end
 
     def stop_in_the_refit(self, epoch, logs=None):
         real(self, epoch, logs)
         if self.run.path.endswith("refit") and epoch == 0:  # committed the refit's 1st epoch, then Ctrl-C
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod.RunRecorder, "on_epoch_end", stop_in_the_refit)
+    monkeypatch.setattr(fitting.RunRecorder, "on_epoch_end", stop_in_the_refit)
     with pytest.raises(SmallvisionError, match="interrupted; continue with"):
         api.train(tiny_data, "features", out=tmp_path / "runs", epochs=3, patience=None, refit=True,
                   run_dir=tmp_path / "runs" / "r", **TINY)
     run = Run(tmp_path / "runs" / "r")
-    assert run.status["status"] == "interrupted" and not os.path.exists(run.model_path)
+    assert run.status.status == "interrupted" and not os.path.exists(run.model_path)
     assert os.path.isfile(run.file("selection.keras"))
     monkeypatch.undo()
     resumed = api.resume(run.path, verbose=0, progress=False)
     best = resumed.metrics["best_epoch"]
     assert [r["epoch"] for r in Run(run.file("refit")).read_history()] == list(range(1, best + 1))
-    assert resumed.status["status"] == "finished" and resumed.metrics["refit"]["epochs"] == best
+    assert resumed.status.status == "finished" and resumed.metrics["refit"]["epochs"] == best
     # the same refit, uninterrupted, gives the same final model (to 1e-3: a resume reseeds the generators)
     again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=3, refit=True, **TINY)
     assert again.metrics["best_epoch"] == best

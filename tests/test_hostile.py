@@ -112,7 +112,7 @@ def test_check_reports_the_problems_and_training_uses_the_good_files(corpus, tmp
     (corpus / "empty class").rmdir()
     run = api.train(corpus, "scratch", out=tmp_path / "runs", epochs=1, image_size=80, split="0.6,0.2,0.2",
                     progress=False, verbose=0)
-    assert run.status["status"] == "finished"
+    assert run.status.status == "finished"
     assert sum(sum(c) for c in run.config.counts.values()) == 27 and run.config.rejected == 5
     rejects = (tmp_path / "runs" / run.name / "rejects.csv").read_text()
     assert all(p in rejects for p in EXPECTED_REJECTS)

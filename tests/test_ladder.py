@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from smallvision import api, cli, ladder
+from smallvision import api, cli, ladder, strategies
 from smallvision.errors import SmallvisionError
 from smallvision.runs import Run
 from conftest import headless_chromium, make_folder
@@ -22,8 +22,8 @@ def finished_ladder(tmp_path_factory):
     data = make_folder(root / "data", per_class=16)
     out = root / "L"
     from smallvision import runtime
-    from smallvision import train as train_mod
-    real_fit, real_frozen = train_mod.fit, runtime.frozen
+    from smallvision import fitting
+    real_fit, real_frozen = fitting.fit, runtime.frozen_runner
     calls, frozen = [], []
 
     def fit_then_stop(*args, **kwargs):  # the 3rd run (features, seed 1) is interrupted (Ctrl-C)
@@ -34,11 +34,11 @@ def finished_ladder(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:  # module scope: set up before the per-test cache
         mp.setenv("SMALLVISION_CACHE", str(root / "cache"))
-        mp.setattr(train_mod, "fit", fit_then_stop)
-        mp.setattr(runtime, "frozen", lambda model, key, **kw: frozen.append(key) or real_frozen(model, key, **kw))
+        mp.setattr(fitting, "fit", fit_then_stop)
+        mp.setattr(runtime, "frozen_runner", lambda model, key, **kw: frozen.append(key) or real_frozen(model, key, **kw))
         with pytest.raises(SmallvisionError, match="interrupted; continue with"):
             api.ladder(str(data), out=str(out), **SHORT)
-    assert Run(out / "runs" / "features-seed1").status["status"] == "interrupted"
+    assert Run(out / "runs" / "features-seed1").status.status == "interrupted"
     kept = {name: os.stat(out / "runs" / name / "model.keras").st_mtime_ns for name in ("scratch-seed0", "features-seed0")}
     assert not (out / "report.html").exists()
     with pytest.MonkeyPatch.context() as mp:
@@ -55,7 +55,7 @@ def test_an_interrupted_ladder_continues_and_keeps_finished_runs(finished_ladder
         assert os.stat(out / "runs" / name / "model.keras").st_mtime_ns == mtime
     for name in runs:
         run = Run(out / "runs" / name)
-        assert run.status["status"] == "finished" and run.config.image_size == (80, 80)
+        assert run.status.status == "finished" and run.config.image_size == (80, 80)
         assert run.config.split == (0.5, 0.25, 0.25)
     # finetune started from... no features-augment in this ladder: it trained its own head first
     ft = Run(out / "runs" / "finetune-seed0")
@@ -167,11 +167,14 @@ def test_seeds_and_plan():
     assert ladder.parse_seeds("features=3", ["scratch", "features"]) == {"scratch": 1, "features": 3}
     with pytest.raises(SmallvisionError, match="seeds must be"):
         ladder.parse_seeds("features=x", ["features"])
-    plan = ladder.plan(list(ladder.LADDER), {s: 1 for s in ladder.LADDER}, 0.1)
-    assert [(p["name"], p["epochs"]) for p in plan] == [("scratch-seed0", 3), ("augment-seed0", 10),
-                                                          ("features-seed0", 2), ("features-augment-seed0", 5),
-                                                          ("finetune-seed0", 3)]
-    assert plan[-1]["options"] == {"start": "features-augment-seed0"}  # fine-tunes the features-augment run
+    plan = ladder.plan(list(ladder.LADDER), {s: 1 for s in ladder.LADDER}, 0.1).entries
+    assert [(p.name, p.epochs) for p in plan] == [("scratch-seed0", 3), ("augment-seed0", 10),
+                                                  ("features-seed0", 2), ("features-augment-seed0", 5),
+                                                  ("finetune-seed0", 3)]
+    # finetune fine-tunes the features-augment run of the same seed; without one it trains a head first
+    assert plan[-1].options.start == os.path.abspath(os.path.join("runs", "features-augment-seed0"))
+    alone = ladder.plan(["features", "finetune"], {"features": 1, "finetune": 1}, 0.1).entries
+    assert alone[-1].options.start is None and alone[-1].options.head_epochs == 5
 
 
 @pytest.mark.realdata
@@ -182,5 +185,5 @@ def test_short_ladder_on_real_photos(shared_subset, tmp_path):
     for strategy in ladder.LADDER:
         assert f"| {strategy} |" in report
     ft = Run(os.path.join(out, "runs", "finetune-seed0"))
-    assert ft.config.options["start"].endswith("features-augment-seed0")  # the chapter's order
+    assert strategies.get("finetune").read_options(ft.config.options).start.endswith("features-augment-seed0")
     assert "| class | train | validation | test |" in report and "| cats | 24 | 8 | 8 |" in report

@@ -48,19 +48,26 @@ def test_unknown_strategy():
 
 def test_every_strategy_keeps_the_contract():
     """One base states the defaults; each registered strategy is one instance of a subclass."""
-    from smallvision.config import RunConfig
-    from smallvision.strategies.base import OPTION_NAMES, Strategy
+    from smallvision.strategies import TrainSpec
+    from smallvision.strategies.base import Strategy
+    from smallvision.strategies.options import Options
     assert strategies.names() == ["scratch", "augment", "features", "features-augment", "finetune", "nopool"]
     for name in strategies.names():
         s = strategies.get(name)
         assert isinstance(s, Strategy) and s.name == name and s.summary and s.default_epochs > 0
-        assert set(s.options) <= set(OPTION_NAMES)
-        config = RunConfig(strategy=name, data=".", image_size=(80, 80), epochs=3, class_names=("a", "b"))
-        assert sum(stage.epochs for stage in s.stages(config)) >= 3
+        assert issubclass(s.Options, Options) and s.Options.__dataclass_params__.frozen
+        spec = TrainSpec.parse(name, epochs=3, image_size=80)
+        assert isinstance(spec.options, s.Options)
+        assert sum(stage.epochs for stage in s.stages(spec, 2)) >= 3
+        assert len({stage.name for stage in s.stages(spec, 2)}) == len(s.stages(spec, 2))  # stages told by name
+        assert s.read_options(spec.options.to_json()) == spec.options  # the JSON edge round-trips
     plain = strategies.get("scratch")
-    assert plain.default_image_size({}) == (180, 180) and plain.backbone({}) is None
-    assert strategies.get("features").default_image_size({}) == (224, 224)
-    assert strategies.get("features").backbone({}) == "efficientnet_lite0"
+    assert plain.default_image_size(plain.parse_options()) == (180, 180) and plain.backbone(Options()) is None
+    features = strategies.get("features")
+    assert features.default_image_size(features.parse_options()) == (224, 224)
+    assert features.backbone(features.parse_options()) == "efficientnet_lite0"
+    assert [strategies.get(n).chapter_figure for n in strategies.LADDER] == ["69.5 %", "83.5 %", "≈97 %", "97.5 %",
+                                                                               "98.5 %"]
 
 
 def test_the_two_class_rule_in_one_place():
@@ -83,7 +90,8 @@ def test_a_model_cut_anywhere_computes_what_the_whole_does():
 
     from smallvision.models.walk import conv_layers, split
     from smallvision.strategies.features_augment import build_model
-    model = build_model((64, 64), 2, 0, 1e-3, {"backbone": "efficientnet_lite0", "weights": None})
+    from smallvision.strategies import get
+    model = build_model((64, 64), 2, 0, 1e-3, get("features-augment").read_options({}).replace(weights=None))
     x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("float32")
     whole = np.asarray(model(x, training=False))
     base = model.get_layer("efficientnet_lite0")

@@ -11,6 +11,8 @@ from smallvision.errors import SmallvisionError
 from smallvision import strategies
 from smallvision.models.walk import leaves
 from smallvision.strategies import features_augment, finetune, pretrained
+
+FA = strategies.get("features-augment")
 from test_train import check_run_folder, plain_keras_load
 
 LITE0_TOP = {"block15_expand_conv", "block15_dwconv", "block15_project_conv", "top_conv"}
@@ -27,7 +29,7 @@ def bn_stats(model):
 
 def test_finetune_unfreezes_the_top_block_only_and_batchnorm_statistics_do_not_move():
     keras.utils.set_random_seed(0)
-    model = features_augment.build_model((64, 64), 2, 0, 1e-3, {"head": "gap"})
+    model = features_augment.build_model((64, 64), 2, 0, 1e-3, FA.read_options({"head": "gap"}))
     head = {"dense", "predictions"}
     assert trainable_layers(model) == head  # the whole backbone frozen while the head trains
     x = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3)).astype("uint8")
@@ -43,7 +45,7 @@ def test_finetune_unfreezes_the_top_block_only_and_batchnorm_statistics_do_not_m
     assert trainable_layers(top) == head | LITE0_TOP  # BatchNorm layers of the top block stay frozen
     assert not base.get_layer("top_bn").trainable
     assert top.optimizer.learning_rate.numpy() == pytest.approx(1e-5)
-    lower = finetune.lower_extractor((64, 64), {"head": "gap"}).predict_on_batch(x)
+    lower = finetune.lower_extractor((64, 64), FA.read_options({"head": "gap"})).predict_on_batch(x)
     top.fit(lower, y, epochs=2, batch_size=8, verbose=0)
     after = bn_stats(model)
     assert len(after) > 100 and after.keys() == before.keys()
@@ -56,9 +58,10 @@ def test_finetune_unfreezes_the_top_block_only_and_batchnorm_statistics_do_not_m
 def test_one_finetune_step_on_cached_maps_equals_the_end_to_end_step(monkeypatch):
     """The same batch, the same weights: one RMSprop step of the top model on the lower part's maps
     gives the loss, gradients and new weights of one step of the chapter's whole model."""
-    monkeypatch.setattr(features_augment, "chapter_augmentation",  # the same images reach the base in both
+    from smallvision.models import augment
+    monkeypatch.setattr(augment, "chapter_augmentation",  # the same images reach the base in both
                         lambda seed: keras.Sequential([keras.layers.Identity()], name="data_augmentation"))
-    size, o = (64, 64), {"head": "gap"}
+    size, o = (64, 64), FA.read_options({"head": "gap"})
     x = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3)).astype("uint8")
     y = (np.arange(8) % 2).astype("float32")[:, None]
     models = []
@@ -84,14 +87,15 @@ def test_one_finetune_step_on_cached_maps_equals_the_end_to_end_step(monkeypatch
 
 def test_the_frozen_base_gives_the_same_features_in_fit_as_in_predict():
     """Keras 3 passes training=True into nested models; noise layers inside a base are switched off."""
-    base = pretrained.frozen_base((32, 32), {"backbone": "efficientnet_b0", "weights": None})
+    from smallvision.strategies.options import PretrainedOptions
+    base = pretrained.frozen_base((32, 32), PretrainedOptions(backbone="efficientnet_b0", weights=None))
     assert any(isinstance(layer, keras.layers.Dropout) for layer in leaves(base))
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.array(base(x, training=True)), np.array(base(x, training=False)), atol=1e-5)
 
 
 def test_vgg_top_block_is_the_chapters_last_four_layers():
-    model = features_augment.build_model((32, 32), 3, 0, 1e-3, {"backbone": "vgg16", "weights": None})
+    model = features_augment.build_model((32, 32), 3, 0, 1e-3, FA.read_options({"backbone": "vgg16"}).replace(weights=None))
     top = finetune.top_model(model, 3, 1e-5)
     unfrozen = [layer.name for layer in leaves(top) if layer.trainable and layer.weights]
     assert unfrozen == ["block5_conv1", "block5_conv2", "block5_conv3", "dense", "predictions"]  # + block5_pool
@@ -167,15 +171,15 @@ def test_finetune_fills_the_maps_and_the_pooled_views_in_one_frozen_pass(tiny_da
     from smallvision.strategies import features
     import smallvision.runtime as runtime
     prep = prepare(tiny_data, DecodeSpec(64, 64), (0.5, 0.25, 0.25), seed=0, progress=False)
-    o = {"head": "gap", "views": 2}
+    o = strategies.get("finetune").parse_options({"head": "gap", "views": 2})
     runs = []
-    frozen = runtime.frozen
-    monkeypatch.setattr(runtime, "frozen", lambda model, key, **kw: runs.append(key) or frozen(model, key, **kw))
+    frozen = runtime.frozen_runner
+    monkeypatch.setattr(runtime, "frozen_runner", lambda model, key, **kw: runs.append(key) or frozen(model, key, **kw))
     lower = finetune.lower_inputs(prep, o, False, 0)
     assert len(runs) == 2 and all("lower-block14_add+gap" in k for k in runs)  # clean maps, then the views
     assert lower["train"].rows.shape == (2 * 16, 2, 2, 192)
     del runs[:]
-    pooled = features_augment.FeaturesAugment().inputs(prep, o, False, 0)  # all cached: no pass at all
+    pooled = features_augment.view_inputs(prep, o, False, 0)  # all cached: no pass at all
     assert runs == []
     assert pooled["train"].rows.shape == (2 * 16, 1280) and pooled["test"].shape == (8, 1280)
     plain = features.extractor((64, 64), o)

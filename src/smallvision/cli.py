@@ -14,6 +14,9 @@ from . import __version__
 from .checks import DEFAULT_SPLIT
 from .distribute import first_process
 from .errors import SmallvisionError
+from .runtime import FORMATS, RUNTIMES
+from .strategies import LADDER, get as get_strategy
+from .strategies.options import CLASSIFIERS, DEFAULT_BACKBONE, DEFAULT_HEAD_EPOCHS, DEFAULT_VIEWS, HEADS
 
 SPLIT_TEXT = ",".join(map(str, DEFAULT_SPLIT))
 
@@ -38,7 +41,7 @@ def _verb(sub, name, help_, examples):
 
 
 def _runtime_arg(p):
-    p.add_argument("--runtime", choices=["auto", "onnxruntime", "keras"], help="how frozen networks run (feature "
+    p.add_argument("--runtime", choices=RUNTIMES, help="how frozen networks run (feature "
                    "extraction, views, predict): ONNX Runtime when installed (auto, the default), or force one")
 
 
@@ -125,12 +128,11 @@ def add_train(sub):
   KERAS_BACKEND=jax smallvision train photos --strategy augment --devices all   # every GPU, DataParallel
   smallvision train photos --strategy augment --devices 2 --batch-size 64       # TensorFlow: MirroredStrategy""")
     p.add_argument("data", nargs="?", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    p.add_argument("--strategy", default="scratch", help="scratch, augment, features, features-augment, finetune "
-                   "(see: smallvision strategies)")
+    p.add_argument("--strategy", default="scratch", help=f"{', '.join(LADDER)} (see: smallvision strategies)")
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoint")
     p.add_argument("--out", default="runs", help="parent folder of run folders (default: %(default)s)")
-    p.add_argument("--epochs", type=int, help="default: the strategy's (scratch 30, augment 100, features 20, "
-                   "features-augment 50, finetune 30)")
+    p.add_argument("--epochs", type=int, help="default: the strategy's ("
+                   + ", ".join(f"{name} {get_strategy(name).default_epochs}" for name in LADDER) + ")")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=_size, help="SIZE or HEIGHT,WIDTH (default: 180, or the backbone's own size)")
     p.add_argument("--crop-to-aspect", action="store_true", help="crop the centre instead of squashing")
@@ -141,10 +143,10 @@ def add_train(sub):
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
     p.add_argument("--backbone", help="pretrained strategies: a conv base (see: smallvision backbones; "
-                   "default efficientnet_lite0)")
-    p.add_argument("--head", choices=["flatten", "gap"], help="pretrained strategies: the chapter's Flatten head "
+                   f"default {DEFAULT_BACKBONE})")
+    p.add_argument("--head", choices=HEADS, help="pretrained strategies: the chapter's Flatten head "
                    "or global average pooling (default: flatten on VGG, gap on the others)")
-    p.add_argument("--classifier", choices=["chapter", "linear"], help="pretrained strategies: the chapter's "
+    p.add_argument("--classifier", choices=CLASSIFIERS, help="pretrained strategies: the chapter's "
                    "Dense 256 + Dropout head (default; chosen on validation, bench/RESULTS.md §9) or a linear "
                    "one (the output layer with L2: a logistic regression)")
     _refit_arg(p)
@@ -153,9 +155,9 @@ def add_train(sub):
     p.add_argument("--from", dest="start", metavar="RUN", help="finetune: the features-augment run (or its "
                    "model.keras) to fine-tune")
     p.add_argument("--head-epochs", type=int, help="finetune without --from: epochs of head training first "
-                   "(default 50)")
+                   f"(default {DEFAULT_HEAD_EPOCHS})")
     p.add_argument("--views", help="features-augment: augmented views cached per training image, one drawn per "
-                   "epoch (default 10), or 'exact': a fresh view every epoch (slower)")
+                   f"epoch (default {DEFAULT_VIEWS}), or 'exact': a fresh view every epoch (slower)")
     _devices_arg(p)
     _runtime_arg(p)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -214,7 +216,7 @@ def add_export(sub):
   smallvision export model.keras --format litert                     # model-litert/ beside it
   smallvision predict runs/20261127-101500-features/export/onnx photos/   # no TensorFlow needed""")
     p.add_argument("model", metavar="RUN_OR_MODEL")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "saved_model", "litert"],
+    p.add_argument("--format", default="onnx", choices=list(FORMATS),
                    help="default: %(default)s")
     p.add_argument("--out", help="the export folder (default: RUN/export/FORMAT)")
     p.add_argument("--check-images", type=int, default=256, help="validation images the export is checked on "
@@ -293,9 +295,8 @@ def add_ladder(sub):
   smallvision ladder data/cats_vs_dogs_small          # again, after an interruption: continues
   KERAS_BACKEND=jax smallvision ladder photos --devices all           # every run data-parallel on every GPU""")
     p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    p.add_argument("--strategies", help="comma-separated (default: scratch,augment,features,features-augment,"
-                   "finetune)")
-    p.add_argument("--backbone", help="conv base of the pretrained strategies (default: efficientnet_lite0)")
+    p.add_argument("--strategies", help=f"comma-separated (default: {','.join(LADDER)})")
+    p.add_argument("--backbone", help=f"conv base of the pretrained strategies (default: {DEFAULT_BACKBONE})")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every strategy's default epochs "
                    "(default: %(default)s, the chapter's)")
     p.add_argument("--seeds", default="1", help="runs per strategy: N, or STRATEGY=N,... (others 1)")
@@ -303,10 +304,11 @@ def add_ladder(sub):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
     p.add_argument("--out", help="ladder folder (default: ladders/<data folder name>); re-run to continue")
-    p.add_argument("--views", help="features-augment and finetune: augmented views per image (default 10) or 'exact'")
+    p.add_argument("--views", help=f"features-augment and finetune: augmented views per image (default "
+                   f"{DEFAULT_VIEWS}) or 'exact'")
     p.add_argument("--patience", type=int, help="every run stops after N epochs without a lower val_loss "
                    "(default: the chapter's epochs in full)")
-    p.add_argument("--classifier", choices=["chapter", "linear"], help="the pretrained strategies' head "
+    p.add_argument("--classifier", choices=CLASSIFIERS, help="the pretrained strategies' head "
                    "(default: the chapter's)")
     _refit_arg(p, "each run's epoch")
     _devices_arg(p, "every run trains")

@@ -8,7 +8,7 @@ The stand-in is scikit-learn's digits written as an image folder (no network nee
 import os
 
 from .inference import predict
-from .ladder import run_ladder
+from .ladder import ladder
 from .progress import log
 from .runs import Run
 
@@ -39,8 +39,8 @@ def demo(out="smallvision-demo", data=None, strategies=DEMO_STRATEGIES, epochs_s
                 "(a stand-in; run on your own folder with --data DIR)")
         epochs_scale = 0.2 if epochs_scale is None else epochs_scale
         image_size = image_size or (80, 80)
-    folder = run_ladder(data, out=os.path.join(out, "ladder"), strategies=list(strategies),
-                        epochs_scale=epochs_scale or 1.0, image_size=image_size, progress=progress, verbose=verbose)
+    folder = ladder(data, out=os.path.join(out, "ladder"), strategies=list(strategies),
+                    epochs_scale=epochs_scale or 1.0, image_size=image_size, progress=progress, verbose=verbose)
     best = collect(folder)["best"]  # the best validation accuracy of the ladder
     run = Run(best["path"])
     shown = showcase(run.read_predictions(), run.config.class_names)

@@ -20,7 +20,6 @@ interpreter) and run on real images of the run's validation split beside the Ker
 a difference beyond :data:`TOLERANCE` is an error and the files are removed.
 """
 import dataclasses
-import json
 import os
 import shutil
 import uuid
@@ -29,19 +28,18 @@ import numpy as np
 
 from ._io import sha256_file
 from .errors import SmallvisionError
-from .runtime import FORMATS, MODEL_FILE, NEEDS, ExportError, KerasRunner, keras_export, open_runner
+from .labelsfile import LabelsFile
+from .runtime import FORMATS, ExportError, KerasRunner, convert, open_runner
 
 TOLERANCE = 1e-4  # max |difference| of any class probability against the Keras model
 CHECK_IMAGES = 256  # validation images the parity check runs (all of them when fewer)
-LABELS_VERSION = 1
 
 
 def _require(fmt):
     import importlib.util
-    modules, install = NEEDS[fmt]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in FORMATS[fmt].needs if importlib.util.find_spec(m) is None]
     if missing:
-        raise SmallvisionError(f"export --format {fmt} needs {', '.join(missing)} (pip install {install})")
+        raise SmallvisionError(f"export --format {fmt} needs {', '.join(missing)} (pip install {FORMATS[fmt].install})")
 
 
 @dataclasses.dataclass
@@ -94,12 +92,13 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex[:12]}")
     os.makedirs(tmp)
+    model_file = FORMATS[format].model_file
     try:
         try:
-            keras_export(opened.model, os.path.join(tmp, MODEL_FILE[format]), format, images)
+            convert(opened.model, os.path.join(tmp, model_file), format, images)
         except ExportError as e:
             raise SmallvisionError(f"{where.model_path}: {e}") from None
-        runner = open_runner(os.path.join(tmp, MODEL_FILE[format]), format)
+        runner = open_runner(os.path.join(tmp, model_file), format)
         got = _probabilities(runner, images, len(opened.class_names))
         diff = float(np.abs(got - expected).max()) if len(images) else 0.0
         differing = int((got.argmax(1) != expected.argmax(1)).sum())
@@ -107,52 +106,32 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
             raise SmallvisionError(f"{where.model_path}: the {format} export differs from the Keras model on "
                                    f"{kind} images (max |Δprobability| {diff:.3g} > {TOLERANCE:g}, {differing} "
                                    "differing decisions); nothing was written")
-        labels = labels_json(opened, where, format, _input_dtype(runner),
-                             dict(images=len(images), kind=kind, max_difference=diff, differing=differing,
-                                  tolerance=TOLERANCE))
-        with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
-            json.dump(labels, f, indent=2)
-            f.write("\n")
+        labels_file(opened, where, format, _input_dtype(runner),
+                    dict(images=len(images), kind=kind, max_difference=diff, differing=differing,
+                         tolerance=TOLERANCE)).write(tmp)
         if os.path.exists(out):  # a new export replaces the old one whole
             shutil.rmtree(out) if os.path.isdir(out) else os.unlink(out)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(out, os.path.join(out, MODEL_FILE[format]), format, len(images), kind, diff, differing)
+    return ExportResult(out, os.path.join(out, model_file), format, len(images), kind, diff, differing)
 
 
 def _input_dtype(runner):
     return np.dtype(getattr(runner.dtype, "as_numpy_dtype", runner.dtype)).name
 
 
-def labels_json(opened, where, format, tensor_dtype, check):
-    """What a program needs besides the model file to use it (no path of this machine: the
+def labels_file(opened, where, format, tensor_dtype, check):
+    """The :class:`~smallvision.labelsfile.LabelsFile` of an export (no path of this machine: the
     source is named by its file name, its run folder's name and its sha256)."""
-    from .labels import is_binary
-    n = len(opened.class_names)
     spec = opened.spec
-    return {
-        "labels_version": LABELS_VERSION,
-        "format": format,
-        "model_file": MODEL_FILE[format],
-        "class_names": list(opened.class_names),
-        "input": {"shape": [None, spec.height, spec.width, 3], "layout": "NHWC", "color": "RGB",
-                  "pixels": "0..255, not normalised (the model does its own preprocessing)",
-                  "dtype": tensor_dtype, "height": spec.height, "width": spec.width,
-                  "resize": ("centre crop to the aspect, then resize" if spec.crop_to_aspect else
-                             "resize to the size (aspect not kept)") + " (smallvision's decoding: " + spec.key + ")",
-                  "decode": spec.key, "crop_to_aspect": bool(spec.crop_to_aspect)},
-        "output": ({"shape": [None, 1], "activation": "sigmoid",
-                    "meaning": f"the probability of {opened.class_names[1]!r}; {opened.class_names[0]!r} is 1 - p"}
-                   if is_binary(n) else
-                   {"shape": [None, n], "activation": "softmax", "meaning": "one probability per class, in class_names "
-                                                                           "order"}),
-        "source": {"model": os.path.basename(where.model_path), "sha256": sha256_file(where.model_path),
-                   "run": where.run.name if where.run is not None else None},
-        "check": check,
-        "versions": _versions(),
-    }
+    return LabelsFile(format=format, model_file=FORMATS[format].model_file, class_names=tuple(opened.class_names),
+                      height=spec.height, width=spec.width, crop_to_aspect=bool(spec.crop_to_aspect), decode=spec.key,
+                      dtype=tensor_dtype,
+                      source={"model": os.path.basename(where.model_path), "sha256": sha256_file(where.model_path),
+                              "run": where.run.name if where.run is not None else None},
+                      check=check, versions=_versions())
 
 
 def _versions():

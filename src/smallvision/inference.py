@@ -51,15 +51,16 @@ def _load(where):
 def open_for_classifying(source, where=None, count=None):
     """A run folder, a .keras file or an export folder opened for classifying:
     ``(opened, runner, keras model or None)`` — an export runs in its own runtime with
-    labels.json's classes and decoding; a Keras model through :func:`runtime.frozen` (exported
+    labels.json's classes and decoding; a Keras model through :func:`runtime.frozen_runner` (exported
     to ONNX once when ``count`` images repay it). ``where``: the source already resolved."""
-    from .runtime import frozen, is_export, model_key, open_export
+    from .runtime import frozen_runner, is_export, model_key, open_export
     if where is None and is_export(source):
         opened = open_export(source)
         return opened, opened.runner, None
     where = where or resolve_model(source)
     opened = _load(where)
-    return opened, frozen(opened.model, model_key(where.model_path), count=count, what=where.model_path), opened.model
+    return opened, frozen_runner(opened.model, model_key(where.model_path), count=count, what=where.model_path), \
+        opened.model
 
 
 def read_one(path, spec):

@@ -13,6 +13,7 @@ checkpoint, and starts those not begun. ``finetune`` starts from the ``features-
 run of the same seed when the ladder has one (as the chapter does), so the head is not
 trained twice.
 """
+import dataclasses
 import os
 import shutil
 import statistics
@@ -22,15 +23,12 @@ from . import runner
 from . import strategies as strategies_module
 from ._io import read_json, write_json_atomic
 from .checks import DEFAULT_SPLIT, check_positive, image_size as parse_image_size, split_fractions
+from .config import LadderRecord
 from .errors import SmallvisionError
 from .progress import duration, log
 from .runs import Run
-from .strategies import LADDER
-from .strategies.pretrained import DEFAULT_BACKBONE
-
-SETTINGS = ("data", "image_size", "backbone", "epochs_scale", "batch_size", "split", "patience", "classifier",
-            "refit")  # fixed per folder
-_OLD = {"classifier": None, "refit": False}  # what a ladder.json written before a setting existed meant
+from .strategies import LADDER, TrainSpec
+from .strategies.options import CLASSIFIERS, DEFAULT_BACKBONE
 
 
 def parse_seeds(seeds, strategies):
@@ -52,56 +50,94 @@ def parse_seeds(seeds, strategies):
     return out
 
 
-def plan(strategies_, seeds, epochs_scale, backbone=None, views=None, classifier=None):
-    """The runs of a ladder, in order: [{name, strategy, seed, epochs, options}]."""
-    runs = []
-    for strategy in strategies_:
-        strat = strategies_module.get(strategy)
-        for seed in range(seeds[strategy]):
-            options = {}
-            if "backbone" in strat.options:
-                options["backbone"] = backbone or DEFAULT_BACKBONE
-            if views is not None and "views" in strat.options:
-                options["views"] = views
-            if classifier is not None and "classifier" in strat.options:
-                options["classifier"] = classifier
-            if strategy == "finetune":
-                if "features-augment" in strategies_ and seed < seeds["features-augment"]:
-                    options = {"start": f"features-augment-seed{seed}", **({"views": views} if views else {})}
-                    # the start is resolved to the run folder later
-                else:
-                    head = strategies_module.get("features-augment").default_epochs
-                    options["head_epochs"] = max(1, round(head * epochs_scale))
-            runs.append(dict(name=f"{strategy}-seed{seed}", strategy=strategy, seed=seed, options=options,
-                             epochs=max(1, round(strat.default_epochs * epochs_scale))))
-    return runs
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One run of a ladder: its name, strategy, seed, epochs (its last stage's) and its options
+    (the strategy's ``Options``; a start run is a run folder of the ladder)."""
+
+    name: str
+    strategy: str
+    seed: int
+    epochs: int
+    options: object
 
 
-def _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience=None, classifier=None,
-              refit=False):
+class Plan:
+    """The runs of a ladder, in order, and what a strategy's :meth:`~Strategy.in_ladder` asks about
+    them (the other runs, the scaled epochs)."""
+
+    def __init__(self, strategies, seeds, epochs_scale, values=None, runs_folder="runs"):
+        self.seeds, self.epochs_scale, self.runs_folder = seeds, epochs_scale, runs_folder
+        self.entries = []
+        for strategy in strategies:
+            strat = strategies_module.get(strategy)
+            for seed in range(seeds[strategy]):
+                self.entries.append(Entry(f"{strategy}-seed{seed}", strategy, seed, self.epochs(strategy),
+                                          strat.in_ladder(dict(values or {}), seed, self)))
+
+    def epochs(self, strategy):
+        """The default epochs of ``strategy``, scaled (at least 1)."""
+        return max(1, round(strategies_module.get(strategy).default_epochs * self.epochs_scale))
+
+    def run(self, strategy, seed):
+        """The run folder of ``strategy``'s run of ``seed`` in this ladder, or None when it has none."""
+        if seed < self.seeds.get(strategy, 0):
+            return os.path.join(self.runs_folder, f"{strategy}-seed{seed}")
+        return None
+
+    def options_of(self, run_folder):
+        """The options of the ladder run at ``run_folder`` (None: not one of this ladder's)."""
+        for e in self.entries:
+            if run_folder is not None and os.path.abspath(run_folder) == os.path.abspath(
+                    os.path.join(self.runs_folder, e.name)):
+                return e.options
+        return None
+
+    def spec(self, entry, record):
+        """The :class:`TrainSpec` of ``entry`` with the ladder's settings (made when it begins: a
+        start run must have finished first)."""
+        return TrainSpec.parse(entry.strategy, epochs=entry.epochs, batch_size=record.batch_size,
+                               image_size=tuple(record.image_size), seed=entry.seed, split=record.split,
+                               patience=record.patience, refit=record.refit, options=entry.options)
+
+    def total_epochs(self, entry):
+        """Every epoch the entry trains, its head stage included."""
+        return strategies_module.get(entry.strategy).total_epochs(entry.epochs, entry.options)
+
+
+def plan(strategies_, seeds, epochs_scale, backbone=None, views=None, classifier=None, runs_folder="runs"):
+    """The runs of a ladder, in order (:class:`Plan`)."""
+    return Plan(strategies_, seeds, epochs_scale,
+                dict(backbone=backbone or DEFAULT_BACKBONE, views=views, classifier=classifier), runs_folder)
+
+
+def _record(data, image_size, backbone, epochs_scale, batch_size, split, patience=None, classifier=None,
+            refit=False):
     from .backbones.registry import get as get_backbone
     if image_size is None:  # one size for every strategy: the backbone's own (the chapter: 180 for VGG16)
         image_size = get_backbone(backbone or DEFAULT_BACKBONE).native_size
-    return dict(data=os.path.abspath(data), image_size=list(parse_image_size(image_size)),
-                backbone=backbone or DEFAULT_BACKBONE, epochs_scale=float(epochs_scale),
-                batch_size=int(batch_size), split=str(split), patience=patience, classifier=classifier,
-                refit=bool(refit))
+    return LadderRecord(data=os.path.abspath(data), image_size=parse_image_size(image_size),
+                        backbone=backbone or DEFAULT_BACKBONE, epochs_scale=float(epochs_scale),
+                        batch_size=int(batch_size), split=str(split), patience=patience, classifier=classifier,
+                        refit=bool(refit))
 
 
-def open_folder(out, settings):
-    """Create the ladder folder, or check that an existing one was made with the same settings."""
+def open_folder(out, record):
+    """Create the ladder folder, or check that an existing one was made with the same settings;
+    returns its :class:`~smallvision.config.LadderRecord`."""
     path = os.path.join(out, "ladder.json")
     if os.path.isfile(path):
-        old = read_json(path)
-        for key in SETTINGS:
-            if old.get(key, _OLD.get(key)) != settings[key]:
-                raise SmallvisionError(f"{out}: this ladder was made with {key}={old.get(key, _OLD.get(key))!r}, not "
-                                       f"{settings[key]!r}; use another --out for a new ladder")
+        old = LadderRecord.from_json(read_json(path))
+        differs = old.differs(record)
+        if differs:
+            key, was, now = differs
+            was, now = (list(v) if isinstance(v, tuple) else v for v in (was, now))
+            raise SmallvisionError(f"{out}: this ladder was made with {key}={was!r}, not "
+                                   f"{now!r}; use another --out for a new ladder")
         return old
     os.makedirs(out, exist_ok=True)
-    meta = dict(settings, runs=[])
-    write_json_atomic(path, meta)
-    return meta
+    write_json_atomic(path, record.to_json())
+    return record
 
 
 def _seconds_per_epoch(out, strategy, names):
@@ -109,21 +145,21 @@ def _seconds_per_epoch(out, strategy, names):
     times = []
     for name in names:
         run = Run(os.path.join(out, "runs", name))
-        if name.startswith(strategy + "-seed") and run.status.get("status") == "finished":
+        if name.startswith(strategy + "-seed") and run.status.is_finished:
             times += [r["seconds"] for r in run.read_history()]
     return statistics.fmean(times) if times else None
 
 
-def _eta(out, todo):
+def _eta(out, todo, ladder_plan):
     """What is left, timed by this ladder's finished runs of the same strategies."""
     names = _run_names(out)
     known, unknown = 0.0, set()
     for entry in todo:
-        spe = _seconds_per_epoch(out, entry["strategy"], names)
+        spe = _seconds_per_epoch(out, entry.strategy, names)
         if spe is None:
-            unknown.add(entry["strategy"])
+            unknown.add(entry.strategy)
         else:
-            known += spe * (entry["epochs"] + entry["options"].get("head_epochs", 0))
+            known += spe * ladder_plan.total_epochs(entry)
     if not known:
         return "ETA unknown until a run of each strategy has finished"
     return f"ETA {duration(known)}" + (f" + {', '.join(sorted(unknown))} (not timed yet)" if unknown else "")
@@ -134,12 +170,14 @@ def _run_names(out):
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-               batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None,
-               classifier=None, refit=False, devices=None):
-    """Train every strategy of the ladder on ``data``; returns the ladder folder.
+def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
+           batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None,
+           classifier=None, refit=False, devices=None):
+    """Train the chapter's strategies on ``data`` into one ladder folder and write its report;
+    re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
 
     Args:
+        out: the ladder folder (default: ladders/<data folder name>).
         strategies: names in any order (run in the chapter's order); default: all five.
         backbone: conv base of the pretrained strategies (default efficientnet_lite0).
         epochs_scale: multiplies every strategy's default epochs (0.1: a tenth, at least 1).
@@ -154,6 +192,11 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
             the features-augment run's selection model, and its refit from that run's final one.
         devices: every run's devices (``runner.train``): None or 1, N or "all"; not a setting of
             the folder (a ladder may continue on other devices: the global batch is the same).
+        report: write report.md and report.html at the end.
+
+    Each run's :class:`~smallvision.strategies.TrainSpec` is built from these settings and the
+    strategy's own hook (:meth:`~smallvision.strategies.Strategy.in_ladder`: finetune starts from
+    the features-augment run of the same seed).
     """
     from . import distribute
     chosen = list(strategies or LADDER)
@@ -171,46 +214,39 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     if not os.path.isdir(data):
         raise SmallvisionError(f"{data}: no such data folder")
     out = out or os.path.join("ladders", os.path.basename(os.path.normpath(os.path.abspath(data))))
-    if classifier is not None:
-        from .strategies.pretrained import options as pretrained_options
-        try:
-            pretrained_options({"classifier": classifier})
-        except ValueError as e:
-            raise SmallvisionError(str(e)) from None
-    settings = _settings(data, image_size, backbone, epochs_scale, batch_size, split, patience, classifier, refit)
+    if classifier is not None and classifier not in CLASSIFIERS:
+        raise SmallvisionError(f"classifier must be one of {CLASSIFIERS}. Received: classifier={classifier!r}")
+    record = _record(data, image_size, backbone, epochs_scale, batch_size, split, patience, classifier, refit)
     dev = distribute.resolve(devices)
     if not dev.writer:  # the first process writes the ladder; this one trains the same models in a private copy
         out, progress, report = dev.folder(out), False, False
-    meta = open_folder(out, settings)
-    entries = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views, classifier)
-    meta["runs"] = meta["runs"] + [e["name"] for e in entries if e["name"] not in meta["runs"]]
-    write_json_atomic(os.path.join(out, "ladder.json"), meta)
+    record = open_folder(out, record)
+    the_plan = plan(chosen, parse_seeds(seeds, chosen), epochs_scale, backbone, views, classifier,
+                    runs_folder=os.path.join(out, "runs"))
+    entries = the_plan.entries
+    record = record.with_(runs=record.runs + tuple(e.name for e in entries if e.name not in record.runs))
+    write_json_atomic(os.path.join(out, "ladder.json"), record.to_json())
 
     t0 = time.perf_counter()
-    _fill_caches(out, entries, settings, split, progress)
+    _fill_caches(out, the_plan, record, progress)
     for i, entry in enumerate(entries):
-        path = os.path.join(out, "runs", entry["name"])
+        path = os.path.join(out, "runs", entry.name)
         run = Run(path)
-        header = f"ladder {i + 1}/{len(entries)}: {entry['strategy']}, seed {entry['seed']}"
-        if run.status.get("status") == "finished":
+        header = f"ladder {i + 1}/{len(entries)}: {entry.strategy}, seed {entry.seed}"
+        if run.status.is_finished:
             if progress:
                 log(f"{header}: finished earlier, kept ({runner.describe(run)})")
             continue
-        options = dict(entry["options"])
-        if "start" in options:
-            options["start"] = os.path.join(out, "runs", options["start"])
         if progress:
-            log(f"{header}: {entry['epochs']} epochs; ladder {_eta(out, entries[i:])}")
+            log(f"{header}: {entry.epochs} epochs; ladder {_eta(out, entries[i:], the_plan)}")
         if os.path.isfile(run.file("config.json")):
-            run = runner.resume(path, verbose=verbose, progress=progress, data=settings["data"], devices=dev)
+            run = runner.resume(path, verbose=verbose, progress=progress, data=record.data, devices=dev)
         else:
             if os.path.isdir(path):  # killed before its config was written: nothing to keep
                 shutil.rmtree(path)
             os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-            run = runner.train(settings["data"], entry["strategy"], epochs=entry["epochs"], batch_size=batch_size,
-                               image_size=tuple(settings["image_size"]), seed=entry["seed"], split=split,
-                               patience=patience, refit=refit, verbose=verbose, progress=progress, run_dir=path,
-                               devices=dev, **options)
+            run = runner.train(record.data, the_plan.spec(entry, record), verbose=verbose, progress=progress,
+                               run_dir=path, devices=dev)
         if progress:
             log(runner.describe(run))
     if progress:
@@ -221,32 +257,19 @@ def run_ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0,
     return out
 
 
-def _fill_caches(out, entries, settings, split, progress):
-    """Before the first run: one frozen pass for what the pretrained strategies will read (the
-    features, the views, fine-tuning's maps), when finetune is among the runs still to do.
-    Run by run, features-augment would compute the views once and finetune its maps in a
-    second pass over the same views."""
-    by_name = {e["name"]: e for e in entries}
-    seeds = {}
-    for e in entries:
-        if e["strategy"] == "finetune" and Run(os.path.join(out, "runs", e["name"])).status.get("status") != "finished":
-            start = by_name.get(e["options"].get("start"))
-            seeds.setdefault(e["seed"], dict(start["options"] if start else e["options"]))
-    for seed, options in sorted(seeds.items()):
+def _fill_caches(out, the_plan, record, progress):
+    """Before the first run: one frozen pass per seed for what the pretrained strategies will read
+    (the features, the views, fine-tuning's maps), for each run still to do of a strategy that
+    fills caches ahead (finetune). Run by run, features-augment would compute the views once and
+    finetune its maps in a second pass over the same views."""
+    by_seed = {}
+    for e in the_plan.entries:
+        strat = strategies_module.get(e.strategy)
+        if strat.fills_caches and not Run(os.path.join(out, "runs", e.name)).status.is_finished:
+            by_seed.setdefault(e.seed, (e, strat.cache_options(e.options, the_plan)))
+    for seed, (e, options) in sorted(by_seed.items()):
         if progress:
             log(f"ladder: one frozen pass for the pretrained strategies' caches (seed {seed}'s split)")
-        runner.fill_caches(settings["data"], "finetune", options, tuple(settings["image_size"]), split, seed, progress,
-                           refit=settings["refit"])
-
-
-def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
-           batch_size=32, split=DEFAULT_SPLIT, progress=True, views=None, patience=None, classifier=None, refit=False,
-           devices=None):
-    """Train the chapter's strategies on ``data`` into one ladder folder and write its report.
-
-    Re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
-    See :func:`run_ladder` for the arguments.
-    """
-    return run_ladder(data, out, strategies, backbone, epochs_scale, seeds, image_size, batch_size, split,
-                      progress=progress, verbose=0, views=views, patience=patience, classifier=classifier, refit=refit,
-                      devices=devices)
+        spec = TrainSpec.parse(e.strategy, image_size=tuple(record.image_size), seed=seed, split=record.split,
+                               refit=record.refit, options=options)
+        runner.fill_caches(record.data, spec, progress)

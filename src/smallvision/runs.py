@@ -31,7 +31,7 @@ import os
 import shutil
 
 from ._io import read_json, write_json_atomic, write_text_atomic
-from .config import RunConfig, RunState
+from .config import Metrics, RunConfig, RunState, RunStatus
 from .errors import SmallvisionError
 
 
@@ -98,19 +98,19 @@ class Run:
 
     @property
     def status(self):
+        """``run.json`` as a :class:`~smallvision.config.RunStatus` (empty when missing or unreadable)."""
         try:
-            return read_json(self.file("run.json"))
-        except (OSError, ValueError):
-            return {}
+            return RunStatus.from_json(read_json(self.file("run.json")))
+        except (OSError, ValueError, TypeError):
+            return RunStatus()
 
     def set_status(self, **fields):
-        status = self.status
-        status.update(fields)
-        write_json_atomic(self.file("run.json"), status)
+        write_json_atomic(self.file("run.json"), self.status.with_(**fields).to_json())
 
     @property
     def metrics(self):
-        return read_json(self.file("metrics.json"))
+        """``metrics.json`` as :class:`~smallvision.config.Metrics`."""
+        return Metrics.from_json(read_json(self.file("metrics.json")))
 
     def write_metrics(self, metrics):
         write_json_atomic(self.file("metrics.json"), metrics)
@@ -235,7 +235,7 @@ def resolve_model(source):
     if os.path.isdir(source):
         run = Run.open(source)
         if not os.path.isfile(run.model_path):
-            raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.get('status', '?')})")
+            raise SmallvisionError(f"{source}: run has no model.keras yet (status: {run.status.status or '?'})")
         selection = run.file("selection.keras")
         return ModelSource(run.model_path, run, selection if os.path.isfile(selection) else None)
     if not os.path.exists(source):

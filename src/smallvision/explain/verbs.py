@@ -99,7 +99,6 @@ def conv(image=None, kernel="laplacian", padding="valid", stride=1, out="conv.pn
 def _model_for(target, image_size=None):
     """A run folder, a .keras file or a strategy name -> (keras model, description)."""
     from .. import strategies
-    from ..data.decode import DecodeSpec
     from ..inference import open_model
     from ..runner import build
 
@@ -108,7 +107,8 @@ def _model_for(target, image_size=None):
         return opened.model, opened.description
     if target in strategies.names():
         h, w = parse_image_size(image_size or DEFAULT_IMAGE_SIZE)
-        return build(strategies.get(target), DecodeSpec(h, w), 2, 0, 1e-3), f"strategy {target} at {h}x{w}"
+        return build(strategies.TrainSpec.parse(target, image_size=(h, w), learning_rate=1e-3), 2), \
+            f"strategy {target} at {h}x{w}"
     raise SmallvisionError(f"{target}: not a run folder, a .keras file, or a strategy ({', '.join(strategies.names())})")
 
 
@@ -142,8 +142,8 @@ def pooling(image_size=None, train_data=None, epochs=5, out="runs", progress=Tru
     for name in ("scratch", "nopool"):
         run = train(train_data, name, out=out, epochs=epochs, image_size=image_size, progress=progress, verbose=0)
         m = run.metrics
-        facts[name].update(run=run.path, validation_accuracy=m["validation"]["accuracy"],
-                           test_accuracy=m.get("test", {}).get("accuracy"))
+        facts[name].update(run=run.path, validation_accuracy=m.validation.accuracy,
+                           test_accuracy=m.test.accuracy if m.test else None)
     return PoolingFacts(facts, epochs, os.fspath(train_data))
 
 

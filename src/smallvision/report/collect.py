@@ -5,6 +5,7 @@ import os
 import statistics
 
 from .._io import read_json
+from ..config import LadderRecord
 from ..errors import SmallvisionError
 from ..runs import Run
 
@@ -18,39 +19,38 @@ def _mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def _backbone(config):
-    """The run's conv base (for a finetune run: its start run's), or None."""
+def _options(config):
+    """The run's strategy and its options, read from config.json; (None, None) for a strategy this
+    version does not have."""
     from .. import strategies
     try:
-        return strategies.get(config.strategy).backbone(config.options)
-    except ValueError:  # e.g. the start run of a finetune run was deleted since
-        return config.options.get("backbone", "?")
+        strat = strategies.get(config.strategy)
+        return strat, strat.read_options(config.options)
+    except ValueError:
+        return None, None
+
+
+def _backbone(config):
+    """The run's conv base (for a finetune run: its start run's), or None."""
+    strat, options = _options(config)
+    try:
+        return strat.backbone(options) if strat else "?"
+    except (ValueError, OSError):  # e.g. the start run of a finetune run was deleted since
+        return getattr(options, "backbone", None) or "?"
 
 
 def _head(config):
     """The pretrained strategies' head: pooling and classifier ("gap, chapter"); for a run
     fine-tuned from another, that run's; None for the convnets trained from scratch."""
-    from .. import strategies
-    from ..strategies import pretrained
+    strat, options = _options(config)
     try:
-        if "classifier" not in strategies.get(config.strategy).options:
-            return None
-    except ValueError:  # a strategy this version does not have
+        return strat.describe_head(options) if strat else "?"
+    except (ValueError, OSError, AttributeError):  # a start run deleted or unreadable since
         return "?"
-    options = dict(config.options)
-    for _ in range(8):  # a finetune run's head is its start run's (follow a short chain)
-        if "start" not in options:
-            break
-        try:
-            from ..runs import resolve_model
-            options = dict(resolve_model(options["start"]).config.options)
-        except (ValueError, AttributeError, OSError):
-            return "?"
-    try:
-        o = pretrained.options(options)
-    except ValueError:
-        return "?"
-    return f"{o['head']}, {o['classifier']}"
+
+
+def _accuracy(evaluation):
+    return evaluation.accuracy if evaluation is not None else None
 
 
 def _run_item(run):
@@ -61,24 +61,23 @@ def _run_item(run):
         name=os.path.basename(os.path.normpath(run.path)), path=run.path, strategy=config.strategy,
         seed=config.seed, backbone=_backbone(config), head=_head(config), refit=config.refit, config=config,
         metrics=metrics, history=history,
-        image_size=list(config.image_size), wall_seconds=run.status.get("wall_seconds"),
+        image_size=list(config.image_size), wall_seconds=run.status.wall_seconds or None,
         images_per_second=n_train * len(history) / train_seconds if train_seconds else None)
 
 
 def _strategy_row(items):
     first = items[0]
-    params = first["metrics"].get("params") or {}
-    val = _mean_std([i["metrics"].get("validation", {}).get("accuracy") for i in items])
-    test = _mean_std([i["metrics"].get("test", {}).get("accuracy") for i in items])
+    params = first["metrics"].params or {}
+    val = _mean_std([_accuracy(i["metrics"].validation) for i in items])
+    test = _mean_std([_accuracy(i["metrics"].test) for i in items])
     return dict(
         strategy=first["strategy"], backbone=first["backbone"] or "-", head=first["head"] or "-",
         refit=any(i["refit"] for i in items), seeds=len(items),
-        selection_test_accuracy=_mean_std([i["metrics"].get("selection", i["metrics"]).get("test", {}).get("accuracy")
-                                           for i in items]),
+        selection_test_accuracy=_mean_std([_accuracy(i["metrics"].chosen.test) for i in items]),
         trainable=params.get("trainable"), total=params.get("total"),
-        epochs=[i["metrics"]["epochs_done"] for i in items], best_epochs=[i["metrics"]["best_epoch"] for i in items],
+        epochs=[i["metrics"].epochs_done for i in items], best_epochs=[i["metrics"].best_epoch for i in items],
         val_accuracy=val, test_accuracy=test,
-        test_loss=_mean_std([i["metrics"].get("test", {}).get("loss") for i in items])[0],
+        test_loss=_mean_std([i["metrics"].test.loss if i["metrics"].test else None for i in items])[0],
         wall_seconds=_mean_std([i["wall_seconds"] for i in items])[0],
         images_per_second=_mean_std([i["images_per_second"] for i in items])[0],
         image_size=first["image_size"])
@@ -106,15 +105,15 @@ def collect(path):
     """A ladder folder (``ladder.json``) or a run folder (``config.json``) -> report contents."""
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "ladder.json")):
-        meta = read_json(os.path.join(path, "ladder.json"))
-        runs = [Run(os.path.join(path, "runs", name)) for name in meta["runs"]]
-        title = f"smallvision ladder on {os.path.basename(os.path.normpath(meta['data']))}"
+        meta = LadderRecord.from_json(read_json(os.path.join(path, "ladder.json")))
+        runs = [Run(os.path.join(path, "runs", name)) for name in meta.runs]
+        title = f"smallvision ladder on {os.path.basename(os.path.normpath(meta.data))}"
     elif os.path.isfile(os.path.join(path, "config.json")):
         meta, runs = None, [Run(path)]
         title = f"smallvision run {os.path.basename(os.path.normpath(path))}"
     else:
         raise SmallvisionError(f"{path}: not a ladder folder (no ladder.json) or a run folder (no config.json)")
-    done = [r for r in runs if r.status.get("status") == "finished" and os.path.isfile(r.file("metrics.json"))]
+    done = [r for r in runs if r.status.is_finished and os.path.isfile(r.file("metrics.json"))]
     pending = [os.path.basename(os.path.normpath(r.path)) for r in runs if r not in done]
     if not done:
         raise SmallvisionError(f"{path}: no finished run to report on yet")
@@ -122,8 +121,8 @@ def collect(path):
     groups = {}
     for item in items:
         groups.setdefault(item["strategy"], []).append(item)
-    best = max(items, key=lambda i: (i["metrics"].get("validation", {}).get("accuracy", 0),
-                                     -i["metrics"].get("validation", {}).get("loss", 0)))
+    best = max(items, key=lambda i: (_accuracy(i["metrics"].validation) or 0,
+                                     -((i["metrics"].validation.loss if i["metrics"].validation else 0) or 0)))
     return dict(title=title, path=path, ladder=meta, items=items, pending=pending,
                 rows=[_strategy_row(g) for g in groups.values()], groups=groups,
                 data=_data_summary(items[0]), best=best, wrong=_most_wrong(best))

@@ -10,8 +10,6 @@ import re
 from ..plots import curves_png, grid_png, overlay_png
 from ..progress import duration
 
-CHAPTER = {"scratch": "69.5 %", "augment": "83.5 %", "features": "≈97 %", "features-augment": "97.5 %",
-           "finetune": "98.5 %"}  # Deep Learning with Python, 2nd ed., VGG16, test accuracy
 # The page fits a 1280-pixel window (a browser test checks it with the widest table, refit columns
 # included): a cell wraps only between its parts, never inside a figure ("99.43 %" and "± 0.12"
 # keep together, see `_cell`); a table still wider than the page (many classes) scrolls inside its
@@ -29,12 +27,25 @@ def _cell(value):
     return _GLUED.sub("\u00a0", html.escape(str(value)))
 
 
+def _accuracy(evaluation):
+    return evaluation.accuracy if evaluation is not None else None
+
+
 def percent(ms):
     """(mean, std or None) of a fraction -> "97.1 % ± 0.3"."""
     mean, std = ms
     if mean is None:
         return "-"
     return f"{100 * mean:.1f} %" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _chapter_figure(strategy):
+    """The chapter's test accuracy for ``strategy`` (its own hook), "" for one it does not have."""
+    from .. import strategies
+    try:
+        return strategies.get(strategy).chapter_figure
+    except ValueError:
+        return ""
 
 
 def _ints(values):
@@ -77,7 +88,7 @@ def blocks(report):
             + [percent(r["test_accuracy"]) + (" (refit)" if r["refit"] else ""),
                "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}", duration(r["wall_seconds"]),
                "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}",
-               CHAPTER.get(r["strategy"], "")]
+               _chapter_figure(r["strategy"])]
             for r in report["rows"]]
     out += [("h2", "Results"), ("table", header, rows, "summary"),
             ("p", "Accuracy: mean ± standard deviation over seeds; best epoch: lowest validation loss, whose "
@@ -99,20 +110,20 @@ def blocks(report):
     for strategy, item in firsts.items():
         out += [("h3", f"{strategy} (seed {item['seed']})"),
                 ("img", f"curves-{strategy}.png", f"{strategy}: training and validation loss and accuracy",
-                 curves_png(item["history"], stages=item["metrics"].get("stages")))]
+                 curves_png(item["history"], stages=item["metrics"].stages))]
 
     out.append(("h2", "Confusion matrices and per-class precision / recall (test)"))
     for strategy, item in firsts.items():
-        m = item["metrics"].get("test")
-        if not m or not m.get("n"):
+        m = item["metrics"].test
+        if not m or not m.n:
             continue
         names = list(item["config"].class_names)
-        out += [("h3", f"{strategy} (seed {item['seed']}): test accuracy {100 * m['accuracy']:.1f} %"),
+        out += [("h3", f"{strategy} (seed {item['seed']}): test accuracy {100 * m.accuracy:.1f} %"),
                 ("table", ["true \\ predicted"] + names, [[n] + [str(v) for v in row]
-                                                          for n, row in zip(names, m["confusion_matrix"])], None),
+                                                          for n, row in zip(names, m.confusion_matrix)], None),
                 ("table", ["class", "precision", "recall", "F1", "images"],
                  [[n, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
-                  for n, c in m["per_class"].items()], None)]
+                  for n, c in m.per_class.items()], None)]
 
     best = report["best"]
     if report["wrong"]:
@@ -146,9 +157,9 @@ def blocks(report):
                     + (f" ({d['duplicates_within']} within a split)." if d["duplicates_within"] else ".")))
     out += [("h2", "Runs"),
             ("table", ["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
-             [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"]["best_epoch"]),
-               percent((i["metrics"].get("validation", {}).get("accuracy"), None)),
-               percent((i["metrics"].get("test", {}).get("accuracy"), None)), duration(i["wall_seconds"])]
+             [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"].best_epoch),
+               percent((_accuracy(i["metrics"].validation), None)),
+               percent((_accuracy(i["metrics"].test), None)), duration(i["wall_seconds"])]
               for i in report["items"]], "runs")]
     return out
 

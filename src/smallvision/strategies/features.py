@@ -17,7 +17,6 @@ import hashlib
 import os
 import threading
 
-import keras
 import numpy as np
 
 from . import pretrained
@@ -29,33 +28,35 @@ class Features(pretrained.Pretrained):
     name = "features"
     summary = "pretrained conv base run once, cached features, dense classifier (RMSprop, 20 epochs)"
     default_epochs = 20
+    chapter_figure = "≈97 %"
 
-    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+    def build(self, image_size, num_classes, seed, learning_rate, options):
         """The head alone, on the cached features (the chapter: Flatten, Dense 256, Dropout 0.5)."""
         return head_model(image_size, num_classes, learning_rate, options)
 
     def inputs(self, prep, options, progress=True, seed=0):
         return cached_features(prep, options, progress)
 
-    def export(self, head, image_size, options):
+    def image_model(self, head, spec, stage):
         """Frozen base + trained head: one model from uint8 images to probabilities."""
-        o = pretrained.options(options)
-        images = keras.Input(shape=tuple(image_size) + (3,), name="image")
-        x = pretrained.frozen_base(image_size, o)(images, training=False)
-        if o["head"] == "gap":
+        import keras
+        o, size = spec.options, spec.image_size
+        images = keras.Input(shape=tuple(size) + (3,), name="image")
+        x = pretrained.frozen_base(size, o)(images, training=False)
+        if o.head == "gap":
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return keras.Model(images, head(x), name=f"features_{o['backbone']}")
+        return keras.Model(images, head(x), name=f"features_{o.backbone}")
 
 
 HEAD_STEPS_PER_CALL = 16  # a head step on cached vectors is ~1 ms of work and ~10 ms of call overhead
 
 
-def head_model(image_size, num_classes, learning_rate, options):
-    """The head (``options["classifier"]``), compiled, on what :func:`extractor` gives (a pooled
+def head_model(image_size, num_classes, learning_rate, o):
+    """The head (``o.classifier``), compiled, on what :func:`extractor` gives (a pooled
     vector or a map)."""
-    o = pretrained.options(options)
+    import keras
     inputs = keras.Input(shape=Extractor(o, image_size).shape, name="features")
-    return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o['backbone']}_{o['head']}_head",
+    return pretrained.classifier(inputs, inputs, o, num_classes, learning_rate, name=f"{o.backbone}_{o.head}_head",
                                  steps_per_execution=HEAD_STEPS_PER_CALL)
 
 
@@ -63,7 +64,7 @@ class Extractor:
     """A frozen network whose output is cached, and how it is named.
 
     Args:
-        options: the pretrained options (backbone, head, weights).
+        options: the pretrained options (:class:`~.options.PretrainedOptions`: backbone, head, weights).
         image_size: its input size.
         part: "" for the whole base (pooled for a ``gap`` head), else a name for another output
             (fine-tuning: ``lower-<layer>``, the map that feeds the top block).
@@ -75,11 +76,11 @@ class Extractor:
     """
 
     def __init__(self, options, image_size, part="", build=None, parts=None, shape=None):
-        self.o = pretrained.options(options)
+        self.o = options
         self.size = tuple(image_size)
-        self.part = part or ("gap" if self.o["head"] == "gap" else "")
+        self.part = part or ("gap" if options.head == "gap" else "")
         self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
-        self._weights = _weights_tag(self.o["weights"])  # a weights file is hashed once, not per tag
+        self._weights = _weights_tag(options.weights)  # a weights file is hashed once, not per tag
         self.parts = list(parts) if parts else [self]
         if shape is not None:
             _SHAPES.setdefault((self.tag(""), self.size), tuple(shape))
@@ -87,7 +88,7 @@ class Extractor:
     def tag(self, input_key):
         """What a cached row depends on besides the image: backbone, weights, the input (decoding,
         or just the size for the exported network), the part of the network."""
-        return f"{self.o['backbone']}-{self._weights}-{input_key}" + (f"-{self.part}" if self.part else "")
+        return f"{self.o.backbone}-{self._weights}-{input_key}" + (f"-{self.part}" if self.part else "")
 
     @property
     def shape(self):
@@ -99,10 +100,12 @@ class Extractor:
 
     def runner(self, count):
         """The network through the CPU runtime (exported once per backbone/weights/size/part)."""
+        import keras
+
         from .. import runtime
         h, w = self.size
-        return runtime.frozen(lambda: self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}", count=count,
-                              what=f"{self.o['backbone']} at {h}x{w}")
+        return runtime.frozen_runner(lambda: self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}",
+                                     count=count, what=f"{self.o.backbone} at {h}x{w}")
 
     def store(self, kind, prep, cache_root=None):
         from ..data.cache import ArrayStore, default_cache_root
@@ -113,15 +116,15 @@ class Extractor:
 _SHAPES = {}
 
 
-def extractor(image_size, options, weights=True):
+def extractor(image_size, o, weights=True):
     """The frozen network whose output is cached: uint8 images -> the base's feature map, or its
-    global average for a ``gap`` head."""
-    o = pretrained.options(options)
+    global average for a ``gap`` head (``o``: the pretrained options)."""
+    import keras
     images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
     x = pretrained.frozen_base(image_size, o, weights=weights)(images)
-    if o["head"] == "gap":
+    if o.head == "gap":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(images, x, name=f"{o['backbone']}_{o['head']}_features")
+    return keras.Model(images, x, name=f"{o.backbone}_{o.head}_features")
 
 
 def _weights_tag(weights):
@@ -170,7 +173,7 @@ def cached_features(prep, options, progress=True, cache_root=None, extractor=Non
             items.setdefault(sha, (name, i))
     store = _fill([p.store("features", prep, cache_root) for p in ex.parts], items,
                   lambda chunk: np.stack([prep.images[n][i] for n, i in chunk]), ex,
-                  f"extracting {ex.o['backbone']} features" + (f" ({ex.part})" if ex.part.startswith("lower") else ""),
+                  f"extracting {ex.o.backbone} features" + (f" ({ex.part})" if ex.part.startswith("lower") else ""),
                   progress)
     return {name: store.images(s) for name, s in shas.items()}
 
@@ -190,7 +193,7 @@ def cached_views(prep, options, views, progress=True, cache_root=None, split="tr
         return np.stack([chapter_view(images[i], view_rng(shas[i], 0, k)) for i, k in chunk])
 
     store = _fill([p.store(os.path.join("views", "chapter"), prep, cache_root) for p in ex.parts], items, make_batch,
-                  ex, f"computing {views} augmented views x {len(shas)} images ({ex.o['backbone']}"
+                  ex, f"computing {views} augmented views x {len(shas)} images ({ex.o.backbone}"
                   + (f", {ex.part}" if ex.part.startswith("lower") else "") + ")", progress)
     return store.images(keys)
 

@@ -14,37 +14,40 @@ images unaugmented, from the ``features`` cache.
 The saved model is the chapter's: uint8 image -> RandomFlip/RandomRotation/RandomZoom (active in
 training only) -> the backbone's own preprocessing -> frozen base -> the trained head.
 """
-import keras
-
 from ..labels import classes_of_units
-from ..models.augment import chapter_augmentation
 from . import features, pretrained
 from .base import register
+from .options import ViewsOptions
 
-DEFAULT_VIEWS = 10  # measured: bench/RESULTS.md §7 (views 5, 10, 20 and exact, three seeds each)
 
-
-def build_model(image_size, num_classes, seed, learning_rate, options):
+def build_model(image_size, num_classes, seed, learning_rate, o):
     """augmentation -> frozen base -> the chapter's head, compiled (finetune's first stage too)."""
-    o = pretrained.options(options)
+    import keras
+
+    from ..models.augment import chapter_augmentation
     base = pretrained.frozen_base(image_size, o)
     images = keras.Input(shape=tuple(image_size) + (3,), name="image")
     return pretrained.classifier(images, base(chapter_augmentation(seed)(images)), o, num_classes, learning_rate,
-                                 name=f"features_augment_{o['backbone']}")
+                                 name=f"features_augment_{o.backbone}")
 
 
-def views(options):
-    """The ``views`` option checked: a number of cached views (>= 1) or "exact"."""
-    v = (options or {}).get("views", DEFAULT_VIEWS)
-    if v == "exact":
-        return v
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(v).strip() != str(n):
-        raise ValueError(f"views must be a whole number >= 1 or 'exact'. Received: views={v!r}")
-    return n
+def view_inputs(prep, o, progress=True, seed=0):
+    """{split: inputs}: the cached augmented views for training (or fresh ones: ``views="exact"``),
+    the unaugmented features for validation and test."""
+    clean = features.cached_features(prep, o, progress)
+    train = features.FreshViews(prep, o, seed) if o.views == "exact" else \
+        features.ViewSet(features.cached_views(prep, o, o.views, progress), o.views, seed)
+    return dict(clean, train=train)
+
+
+def end_to_end(head, image_size, o):
+    """The chapter's end-to-end model (augmentation, frozen base, head) with the weights of the
+    trained ``head`` (a model on the cached features)."""
+    model = build_model(image_size, classes_of_units(head.output_shape[-1]), 0, 1e-3, o)
+    for layer in head.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
 
 
 @register
@@ -52,27 +55,16 @@ class FeaturesAugment(pretrained.Pretrained):
     name = "features-augment"
     summary = "augmented views through the frozen pretrained base (cached), dense classifier (RMSprop, 50 epochs)"
     default_epochs = 50
-    options = ("backbone", "head", "classifier", "weights", "views")
+    chapter_figure = "97.5 %"
+    Options = ViewsOptions
 
-    def validate(self, opts, class_names):
-        super().validate(opts, class_names)
-        views(opts)
-
-    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+    def build(self, image_size, num_classes, seed, learning_rate, options):
         """The head alone, on the frozen network's output for an augmented view."""
         return features.head_model(image_size, num_classes, learning_rate, options)
 
     def inputs(self, prep, options, progress=True, seed=0):
-        clean = features.cached_features(prep, options, progress)
-        k = views(options)
-        train = features.FreshViews(prep, options, seed) if k == "exact" else \
-            features.ViewSet(features.cached_views(prep, options, k, progress), k, seed)
-        return dict(clean, train=train)
+        return view_inputs(prep, options, progress, seed)
 
-    def export(self, head, image_size, options):
+    def image_model(self, head, spec, stage):
         """The chapter's end-to-end model (augmentation, frozen base, head) with the trained head."""
-        model = build_model(image_size, classes_of_units(head.output_shape[-1]), 0, 1e-3, options)
-        for layer in head.layers:
-            if layer.weights:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
-        return model
+        return end_to_end(head, spec.image_size, spec.options)

@@ -24,19 +24,17 @@ the head train, on those maps. That is exact: below the cut nothing trains and B
 in inference mode. ``model.keras`` is still the chapter's one model, uint8 image to probability:
 augmentation, the whole base with the fine-tuned top block, the head.
 """
-import keras
-from keras import layers
+import dataclasses
 
 from ..labels import classes_of_units
-from ..models.heads import compile_classifier
-from ..models.walk import leaves, producers, split
-from ..runs import resolve_model
 from . import features, features_augment, pretrained
 from .base import Stage, get, register
+from .options import DEFAULT_HEAD_EPOCHS, FinetuneOptions
 
 
 def _start(start):
     """The start option (a run folder or a .keras file) -> :class:`~smallvision.runs.ModelSource`."""
+    from ..runs import resolve_model
     try:
         return resolve_model(start)
     except ValueError as e:
@@ -63,121 +61,171 @@ def backbone_of(model):
     return found[0]
 
 
+def _start_options(o):
+    """The start run's options (read from its config.json), or None for a model file without its
+    run folder."""
+    config = _start(o.start).config
+    return None if config is None else get(config.strategy).read_options(config.options)
+
+
 @register
 class Finetune(pretrained.Pretrained):
     name = "finetune"
     summary = "features-augment, then the backbone's top block unfrozen (RMSprop 1e-5, 30 epochs)"
     default_epochs = 30
     default_learning_rate = 1e-5
-    options = ("backbone", "head", "classifier", "weights", "views", "start", "head_epochs")
+    chapter_figure = "98.5 %"
+    Options = FinetuneOptions
+    fills_caches = True
 
     def learning_rate(self, options):
         """The fine-tuning stage's (the head stage's is features-augment's)."""
         return self.default_learning_rate
 
-    def default_image_size(self, options):
-        if options and options.get("start"):
-            source = _start(options["start"])
+    def default_image_size(self, o):
+        if o.start:
+            source = _start(o.start)
             if source.config is not None:
                 return tuple(source.config.image_size)
-            _, h, w, _ = _load_start(options["start"]).input_shape
+            _, h, w, _ = _load_start(o.start).input_shape
             return (h, w)
-        return super().default_image_size(options)
+        return super().default_image_size(o)
 
-    def validate(self, options, class_names):
+    def validate(self, o, class_names):
         """A start run must have been trained on the same classes, from a pretrained base."""
-        features_augment.views(options)
-        if not options.get("start"):
-            super().validate(options, class_names)
+        if not o.start:
             return
-        if "classifier" in options:
-            raise ValueError("--classifier is the start run's (its head is fine-tuned); give it to that run")
-        config = _start(options["start"]).config
+        config = _start(o.start).config
         if config is None:
             return
-        if config.strategy not in ("features-augment", "finetune"):
-            raise ValueError(f"--from {options['start']}: a {config.strategy} run; fine-tuning starts from a "
+        if not isinstance(get(config.strategy), (features_augment.FeaturesAugment, Finetune)):
+            raise ValueError(f"--from {o.start}: a {config.strategy} run; fine-tuning starts from a "
                              "features-augment (or finetune) run")
         if list(config.class_names) != list(class_names):
-            raise ValueError(f"--from {options['start']}: trained on classes {list(config.class_names)}, this data "
+            raise ValueError(f"--from {o.start}: trained on classes {list(config.class_names)}, this data "
                              f"has {list(class_names)}")
 
-    def build(self, image_size, num_classes, seed, learning_rate, options=None):
+    def build(self, image_size, num_classes, seed, learning_rate, o):
         """The model the first stage trains: the head on cached views, or the start model."""
-        o = dict(options or {})
-        if not o.get("start"):
-            return features.head_model(image_size, num_classes, features_augment.FeaturesAugment().learning_rate(o), o)
-        model = _load_start(o["start"])
+        if not o.start:
+            return features.head_model(image_size, num_classes, _head_learning_rate(o), o)
+        model = _load_start(o.start)
         if tuple(model.input_shape[1:3]) != tuple(image_size):
-            raise ValueError(f"--from {o['start']}: the model takes {model.input_shape[1]}x{model.input_shape[2]} "
+            raise ValueError(f"--from {o.start}: the model takes {model.input_shape[1]}x{model.input_shape[2]} "
                              f"images. Received: image_size={tuple(image_size)}")
         from ..labels import output_units
         units = model.output_shape[-1]
         if units != output_units(num_classes):
-            raise ValueError(f"--from {o['start']}: the model has {units} output units; this data has "
+            raise ValueError(f"--from {o.start}: the model has {units} output units; this data has "
                              f"{num_classes} classes")
         backbone_of(model)
         return model
 
-    def refit_options(self, options):
+    def refit_options(self, o):
         """A refit fine-tunes the start run's published model (with a refit start run: the one
         trained on train + validation), where the selection fine-tuned its selection model."""
-        return dict(options, start=_start(options["start"]).model_path) if options.get("start") else options
+        return o.replace(start=_start(o.start).model_path) if o.start else o
 
-    def stages(self, config):
-        """Head first on cached views (unless started from a trained run), then fine-tuning on the
-        cached lower-part maps."""
-        o = config.options
-        n = len(config.class_names)
-        size = tuple(config.image_size)
+    def stages(self, spec, num_classes):
+        """"head" first on cached views (unless started from a trained run), then "finetune" on
+        the cached lower-part maps."""
+        o, size = spec.options, tuple(spec.image_size)
 
         def enter_finetune(model):
-            full = model if o.get("start") else features_augment.FeaturesAugment().export(model, size, o)
-            return top_model(full, n, config.learning_rate)
+            full = model if o.start else features_augment.end_to_end(model, size, o)
+            return top_model(full, num_classes, spec.learning_rate)
 
         def head_inputs(prep, progress, seed):
             self.fill_caches(prep, o, progress, seed)  # one frozen pass: the maps and the pooled views
-            return features_augment.FeaturesAugment().inputs(prep, o, progress, seed)
+            return features_augment.view_inputs(prep, o, progress, seed)
 
         def finetune_inputs(prep, progress, seed):
             return lower_inputs(prep, o, progress, seed)
 
-        head_epochs = 0 if o.get("start") else int(o.get("head_epochs", features_augment.FeaturesAugment.default_epochs))
-        head_lr = features_augment.FeaturesAugment().learning_rate(o)
-        out = [Stage("head", head_epochs, None, head_inputs, pretrained.head_schedule(o, head_lr))] if head_epochs \
-            else []
-        return out + [Stage("finetune", config.epochs, enter_finetune, finetune_inputs)]
+        head = [] if o.start else \
+            [Stage("head", o.head_epochs, None, head_inputs, pretrained.head_schedule(o, _head_learning_rate(o)))]
+        return head + [Stage("finetune", spec.epochs, enter_finetune, finetune_inputs)]
 
-    def export(self, model, image_size, options):
-        """The chapter's one model (augmentation, base, head) with the fine-tuned weights."""
-        o = dict(options or {})
-        if model.name.endswith("_head"):  # stopped before fine-tuning began: the head alone
-            return features_augment.FeaturesAugment().export(model, image_size, o)
-        full = _load_start(o["start"]) if o.get("start") else features_augment.build_model(
-            image_size, classes_of_units(model.output_shape[-1]), 0, 1e-3, o)
+    def total_epochs(self, epochs, o):
+        return epochs + (0 if o.start else o.head_epochs)
+
+    def image_model(self, model, spec, stage):
+        """The chapter's one model (augmentation, base, head) with the fine-tuned weights (stopped
+        before fine-tuning began: with the trained head)."""
+        from ..models.walk import leaves
+        o, size = spec.options, spec.image_size
+        if stage == "head":
+            return features_augment.end_to_end(model, size, o)
+        full = _load_start(o.start) if o.start else features_augment.build_model(
+            size, classes_of_units(model.output_shape[-1]), 0, 1e-3, o)
         by_name = {layer.name: layer for layer in leaves(full) if layer.weights}
         for layer in leaves(model):
             if layer.weights:
                 by_name[layer.name].set_weights(layer.get_weights())
         return full
 
-    def fill_caches(self, prep, options, progress=True, seed=0):
+    def fill_caches(self, prep, o, progress=True, seed=0):
         """One frozen pass for everything the pretrained strategies read: the clean images' lower
         maps and pooled vectors (``features``), the views' maps and pooled vectors
-        (``features-augment``, the head stage). ``options``: the base's (no start run)."""
-        lower_inputs(prep, {k: v for k, v in options.items() if k != "start"}, progress, seed)
+        (``features-augment``, the head stage)."""
+        lower_inputs(prep, o, progress, seed)
 
-    def backbone(self, options):
-        if options.get("start"):
-            config = _start(options["start"]).config
+    def base_options(self, o):
+        """The options of the frozen base the maps come from: this run's, or the start run's
+        (followed back through a chain of finetune runs). Its lower part is frozen in all of
+        them, so the maps are the same."""
+        if not o.start:
+            return o
+        recorded = _start_options(o)
+        if recorded is None:
+            raise ValueError(f"--from {o.start}: a model file without its run folder; fine-tuning on cached "
+                             "maps needs the run's config.json (give the run folder)")
+        return get(_start(o.start).config.strategy).base_options(recorded) if isinstance(recorded, FinetuneOptions) \
+            else recorded
+
+    def backbone(self, o):
+        if o.start:
+            config = _start(o.start).config
             if config is not None:
-                return get(config.strategy).backbone(config.options)
-            return backbone_of(_load_start(options["start"]))
-        return super().backbone(options)
+                return get(config.strategy).backbone(get(config.strategy).read_options(config.options))
+            return backbone_of(_load_start(o.start))
+        return super().backbone(o)
+
+    def describe_head(self, o):
+        """The start run's head (followed back through a chain of finetune runs)."""
+        if not o.start:
+            return super().describe_head(o)
+        config = _start(o.start).config
+        return None if config is None else get(config.strategy).describe_head(get(config.strategy).read_options(
+            config.options))
+
+    def starts_from(self, o):
+        return _start(o.start) if o.start else None
+
+    def in_ladder(self, values, seed, ladder):
+        """Fine-tune the ladder's features-augment run of the same seed (the chapter's way: its head
+        is not trained twice); without one, train the head first for the ladder's scaled epochs."""
+        start = ladder.run("features-augment", seed)
+        if start is not None:
+            return self.Options.parse(self.name, {"start": start, "views": values.get("views")})
+        return super().in_ladder(values, seed, ladder).replace(head_epochs=ladder.epochs("features-augment"))
+
+    def cache_options(self, o, ladder):
+        """With a start run in the ladder: that run's base (it may not have run yet) and these views."""
+        start = ladder.options_of(o.start)
+        if start is None:
+            return o
+        return FinetuneOptions(**dataclasses.asdict(start.base), views=o.views, head_epochs=DEFAULT_HEAD_EPOCHS)
+
+
+def _head_learning_rate(o):
+    """The head stage's learning rate: features-augment's for these options."""
+    return get("features-augment").learning_rate(o)
 
 
 def cut_layer(backbone, base):
     """The layer after which fine-tuning's trainable part begins: what feeds the top block."""
+    from ..models.walk import leaves, producers
     first = pretrained.top_block(backbone, base)[0]
     found = [layer for layer in leaves(base) if layer.name == first]
     if not found:
@@ -191,6 +239,11 @@ def cut_layer(backbone, base):
 def top_model(full, num_classes, learning_rate):
     """What fine-tuning trains: the lower part's map -> the top block -> the head, cut out of the
     chapter's model ``full`` (sharing its weights), top block trainable (BatchNorm frozen), compiled."""
+    import keras
+    from keras import layers
+
+    from ..models.heads import compile_classifier
+    from ..models.walk import leaves, split
     backbone = backbone_of(full)
     base = full.get_layer(backbone)
     _, top = split(full, cut_layer(backbone, base))
@@ -203,54 +256,48 @@ def top_model(full, num_classes, learning_rate):
                               features.HEAD_STEPS_PER_CALL)
 
 
-def lower_extractor(image_size, options, weights=True):
-    """uint8 images -> the map that feeds the top block, from the frozen base of ``options``."""
-    o = pretrained.options(options)
+def lower_extractor(image_size, o, weights=True):
+    """uint8 images -> the map that feeds the top block, from the frozen base of options ``o``."""
+    import keras
+
+    from ..models.walk import split
     base = pretrained.frozen_base(image_size, o, weights=weights)
-    body, _ = split(base, cut_layer(o["backbone"], base))
+    body, _ = split(base, cut_layer(o.backbone, base))
     images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
-    return keras.Model(images, body(images), name=f"{o['backbone']}_lower")
+    return keras.Model(images, body(images), name=f"{o.backbone}_lower")
 
 
-def pair_extractor(image_size, options, weights=True):
+def pair_extractor(image_size, o, weights=True):
     """uint8 images -> the lower part's map (flattened) and the base's pooled output, concatenated:
     what fine-tuning and the head stage cache, from one frozen pass."""
-    o = pretrained.options(options)
+    import keras
+    from keras import layers
+
+    from ..models.walk import split
     base = pretrained.frozen_base(image_size, o, weights=weights)
-    body, top = split(base, cut_layer(o["backbone"], base))
+    body, top = split(base, cut_layer(o.backbone, base))
     images = keras.Input(shape=tuple(image_size) + (3,), dtype="uint8", name="image")
     lower = body(images)
     pooled = layers.GlobalAveragePooling2D(name="avg_pool")(top(lower))
     return keras.Model(images, layers.Concatenate(name="maps_and_pooled")([layers.Flatten(name="flat")(lower), pooled]),
-                       name=f"{o['backbone']}_lower_and_pooled")
-
-
-def _base_options(options):
-    """The base the maps come from: this run's, or the start run's (followed back through a chain
-    of finetune runs). Its lower part is frozen in all of them, so the maps are the same."""
-    if not options.get("start"):
-        return {k: v for k, v in options.items() if k in ("backbone", "weights")}
-    config = _start(options["start"]).config
-    if config is None:
-        raise ValueError(f"--from {options['start']}: a model file without its run folder; fine-tuning on cached "
-                         "maps needs the run's config.json (give the run folder)")
-    return _base_options(config.options)
+                       name=f"{o.backbone}_lower_and_pooled")
 
 
 def lower_inputs(prep, options, progress, seed):
     """{split: inputs} of the fine-tuning stage: views of the lower part's map for training,
-    the unaugmented maps for validation and test."""
-    o = pretrained.options(_base_options(options))
+    the unaugmented maps for validation and test (``options``: a finetune run's; the maps come
+    from its base's, :meth:`Finetune.base_options`)."""
+    o = get("finetune").base_options(options)
     size = (prep.spec.height, prep.spec.width)
     base = pretrained.frozen_base(size, o, weights=False)  # once, for the cut and both row shapes
-    cut = cut_layer(o["backbone"], base)
+    cut = cut_layer(o.backbone, base)
     ex = features.Extractor(o, size, part=f"lower-{cut.name}", build=lambda weights: lower_extractor(size, o, weights),
                             shape=cut.output.shape[1:])
-    if o["head"] == "gap":  # the head's cached vectors come out of the same pass
+    if o.head == "gap":  # the head's cached vectors come out of the same pass
         pooled = features.Extractor(o, size, shape=base.output_shape[-1:])
         ex = features.Extractor(o, size, part=f"{ex.part}+gap", build=lambda weights: pair_extractor(size, o, weights),
                                 parts=[ex, pooled])
-    k = features_augment.views(options)
+    k = options.views
     clean = features.cached_features(prep, o, progress, extractor=ex)
     train = features.FreshViews(prep, o, seed, extractor=ex) if k == "exact" else \
         features.ViewSet(features.cached_views(prep, o, k, progress, extractor=ex), k, seed)

@@ -7,3 +7,4 @@ class Scratch(ChapterConvnet):
     name = "scratch"
     summary = "the chapter's convnet from scratch (RMSprop, 30 epochs)"
     default_epochs = 30
+    chapter_figure = "69.5 %"

@@ -1,5 +1,6 @@
-"""Training shared by every strategy: seeding, fit with per-epoch checkpoints, early stopping,
-resume, and evaluation of the best checkpoint. Strategies only build and compile models."""
+"""Fitting shared by every strategy: fit with per-epoch checkpoints, early stopping, resume, and
+evaluation of the best checkpoint, published with its metrics. Strategies only build and
+compile models; the runner's Learner calls this."""
 import time
 
 import keras
@@ -89,21 +90,22 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
     return as_probabilities(model.predict(fit_input(ds)[0], verbose=0), num_classes)
 
 
-def finish(run, state, evaluation_sets, class_names, batch_size=32, export=None, model_file="model.keras"):
+def finish(run, state, evaluation_sets, class_names, batch_size=32, image_model=None, model_file="model.keras"):
     """Evaluate the best checkpoint, publish it as ``model_file``, write every prediction.
 
     Args:
         evaluation_sets: ``{"validation": (inputs, labels, paths), "test": (...)}``, the
             inputs being what the model was trained on (images, or cached features).
-        export: optional ``model -> keras.Model`` that turns the trained model into the one
-            saved (e.g. base + head for feature extraction); default: the checkpoint as is.
+        image_model: optional ``model -> keras.Model`` that turns the trained model into the one
+            saved (uint8 images in, probabilities out: e.g. base + head for feature extraction);
+            default: the checkpoint as is.
 
     Returns:
         The metrics dict written to ``metrics.json``.
     """
     best = run.file("checkpoint", state.best)
     model = load_model(best)  # plain Keras, as a user would load it
-    exported = export(model) if export is not None else model
+    exported = image_model(model) if image_model is not None else model
     if exported is model:  # saved as trained: the checkpoint file is the model file
         run.copy_file(("checkpoint", state.best), (model_file,))
     else:
@@ -136,7 +138,7 @@ def publish_refit(run, final, exported, test_set, class_names, batch_size, refit
     learnt from those images). ``predictions.csv``: validation rows from the selection model,
     test rows from the final one.
     """
-    metrics = run.metrics
+    metrics = run.metrics.to_json()  # the file, extended
     metrics["selection"] = {"model": "selection.keras", "best_epoch": metrics["best_epoch"],
                             **{k: metrics[k] for k in ("validation", "test") if k in metrics}}
     metrics["refit"] = dict(refit, model="model.keras")
