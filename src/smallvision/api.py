@@ -9,7 +9,8 @@ here — each verb lives in the module that owns its job, and is re-exported:
 ============================  ==========================================================
 verbs                         where they live
 ============================  ==========================================================
-train, resume, describe       :mod:`smallvision.runner` (the stage loop: ``train.py``)
+train, resume, describe       :mod:`smallvision.runner` (the Learner; the epochs: ``fitting.py``)
+TrainSpec                     :mod:`smallvision.strategies.spec` (what a run trains, checked once)
 open_model, predict           :mod:`smallvision.inference`
 export                        :mod:`smallvision.export`
 serve, make_app               :mod:`smallvision.serve`
@@ -30,6 +31,7 @@ import importlib
 _EXPORTS = {
     "SmallvisionError": ("errors", "SmallvisionError"), "versions": ("config", "versions"),
     "train": ("runner", "train"), "resume": ("runner", "resume"), "describe": ("runner", "describe"),
+    "TrainSpec": ("strategies.spec", "TrainSpec"),
     "open_model": ("inference", "open_model"), "predict": ("inference", "predict"),
     "load_model": ("runs", "load_model"), "ladder": ("ladder", "ladder"), "export": ("export", "export"),
     "serve": ("serve", "serve"), "make_app": ("serve", "make_app"),

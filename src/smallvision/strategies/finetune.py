@@ -205,10 +205,11 @@ class Finetune(pretrained.Pretrained):
     def in_ladder(self, values, seed, ladder):
         """Fine-tune the ladder's features-augment run of the same seed (the chapter's way: its head
         is not trained twice); without one, train the head first for the ladder's scaled epochs."""
+        own = super().in_ladder(values, seed, ladder)
         start = ladder.run("features-augment", seed)
         if start is not None:
-            return self.Options.parse(self.name, {"start": start, "views": values.get("views")})
-        return super().in_ladder(values, seed, ladder).replace(head_epochs=ladder.epochs("features-augment"))
+            return self.Options.parse(self.name, {"start": start, "views": own.views})
+        return own.replace(head_epochs=ladder.epochs("features-augment"))
 
     def cache_options(self, o, ladder):
         """With a start run in the ladder: that run's base (it may not have run yet) and these views."""
