@@ -1,4 +1,6 @@
 """explain: the NumPy reference against Keras, the slide's example, and every command's output."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -44,8 +46,8 @@ def test_the_slides_worked_example_gives_minus_8():
     assert ref.SLIDE_KERNEL[1, 1] == -4 and ref.SLIDE_SOURCE[1, 1] == 2
     total, text = ref.worked_example()
     assert total == -8 and text.endswith("= -8") and "(2 x -4)" in text
-    out, _ = api.explain_conv()
-    assert "= -8" in out
+    worked = api.explain_conv()
+    assert "= -8" in worked.text and worked.total == -8 
 
 
 @pytest.mark.parametrize("n, k, s, padding, expected", [(180, 3, 1, "valid", 178), (5, 3, 1, "same", 5),
@@ -59,18 +61,21 @@ def test_explain_conv_writes_side_by_side_and_prints_the_formula(tmp_path):
     img = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(img)
     out = tmp_path / "conv.png"
-    text, path = api.explain_conv(str(img), "sobel-x", "valid", 2, str(out))
+    facts = api.explain_conv(str(img), "sobel-x", "valid", 2, str(out))
+    text = facts.text
+    assert facts.out == str(out) and facts.output.shape == (14, 20)
     # rows: floor((30 - 2 - 1)/2) + 1 = 14; columns: floor((41 - 2 - 1)/2) + 1 = 20
     assert "output 14x20" in text and "floor((30 - 1*(3-1) - 1) / 2) + 1 = 14" in text
     assert Image.open(out).size == (41 + GAP + 20, 30)
     kernel_file = tmp_path / "k.txt"
     kernel_file.write_text("# a 1x2 kernel\n1, -1\n")
-    text, _ = api.explain_conv(str(img), str(kernel_file), "same", 1, str(out))
+    text = api.explain_conv(str(img), str(kernel_file), "same", 1, str(out)).text
     assert "output 30x41" in text and Image.open(out).size == (41 + GAP + 41, 30)
 
 
 def test_explain_model_receptive_fields_of_the_chapters_convnet():
-    text, rows = api.explain_model("scratch", (180, 180))
+    facts = api.explain_model("scratch", (180, 180))
+    text, rows = facts.text, facts.rows
     fields = {r.name: r.receptive_field for r in rows}
     assert [fields[f"conv{i}"] for i in range(1, 6)] == [3, 8, 18, 38, 78]
     assert [fields[f"pool{i}"] for i in range(1, 5)] == [4, 10, 22, 46]
@@ -84,19 +89,19 @@ def test_explain_model_expands_nested_augmentation():
 
 
 def test_explain_pooling_numbers():
-    text, facts = api.explain_pooling((180, 180))
-    assert facts["scratch"]["params"] == 991_041 and facts["nopool"]["params"] == 8_376_897
-    assert facts["scratch"]["dense_params"] == 12_545 and facts["nopool"]["dense_params"] == 7_398_401
-    assert facts["scratch"]["receptive_field"] == 78 and facts["nopool"]["receptive_field"] == 11
+    facts = api.explain_pooling((180, 180))
+    text, a, b = facts.text, facts.pooled, facts.unpooled
+    assert a.params == 991_041 and b.params == 8_376_897
+    assert a.dense_params == 12_545 and b.dense_params == 7_398_401
+    assert a.receptive_field == 78 and b.receptive_field == 11
     assert "8,376,897" in text and "78x78" in text and "11x11" in text
 
 
 def test_explain_pooling_trains_both(tiny_data, tmp_path):
-    text, facts = api.explain_pooling((80, 80), train_data=tiny_data, epochs=1, out=tmp_path / "runs",
-                                      progress=False)
-    assert "after 1 epochs" in text
-    for name in ("scratch", "nopool"):
-        assert 0 <= facts[name]["validation_accuracy"] <= 1
+    facts = api.explain_pooling((80, 80), train_data=tiny_data, epochs=1, out=tmp_path / "runs", progress=False)
+    assert "after 1 epochs" in facts.text
+    for net in (facts.pooled, facts.unpooled):
+        assert 0 <= net.validation_accuracy <= 1 and os.path.isdir(net.run)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,7 @@ def small_run(tmp_path_factory):
 def test_explain_activations_grid(small_run, tmp_path):
     run, image = small_run
     out = tmp_path / "act.png"
-    text, _ = api.explain_activations(run.path, image, str(out), per_layer=8)
+    text = api.explain_activations(run.path, image, str(out), per_layer=8).text
     assert Image.open(out).size == (LABEL_WIDTH + 8 * (64 + GAP), 5 * (64 + GAP))
     lines = text.splitlines()
     assert lines[0] == "showing all 5 conv layers"
@@ -121,7 +126,7 @@ def test_explain_activations_grid(small_run, tmp_path):
 def test_explain_heatmap(small_run, tmp_path):
     run, image = small_run
     out = tmp_path / "heat.png"
-    text, _ = api.explain_heatmap(run.path, image, str(out), class_name="bars")
+    text = api.explain_heatmap(run.path, image, str(out), class_name="bars").text
     assert Image.open(out).size == (2 * (2 * 100 + GAP), 2 * 100)
     assert "heatmap for bars" in text and "2x2 grid" in text
     with pytest.raises(Exception, match="class-name must be one of bars, discs"):
@@ -215,9 +220,9 @@ def test_heatmap_inside_a_keras_applications_base_nested_in_a_saved_classifier(t
     keras.Model(x, y).save(tmp_path / "vgg.keras")
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(photo)
-    text, _ = api.explain_heatmap(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "h.png"))
+    text = api.explain_heatmap(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "h.png")).text
     assert "Grad-CAM on vgg16/vgg16/block5_conv3 (4x4 grid)" in text
-    text, _ = api.explain_activations(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "a.png"))
+    text = api.explain_activations(str(tmp_path / "vgg.keras"), photo, str(tmp_path / "a.png")).text
     assert "block1_conv2" in text and "block5_conv3" in text and "of 14 conv layers" in text
 
 

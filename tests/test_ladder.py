@@ -116,7 +116,7 @@ def test_html_report_renders_in_a_real_browser(finished_ladder, tmp_path):
         assert browser.title.startswith("smallvision ladder on data")
         assert_fits_the_window(browser)
         # the widest results table a report makes (refit's extra column, three seeds, long figures)
-        from smallvision.report.render import html_page
+        from smallvision.report.render import Heading, Table, html_page
         header = ["strategy", "backbone", "head", "trainable / total params", "image size", "seeds", "epochs",
                   "best epoch", "validation accuracy", "test accuracy (selection model)", "test accuracy",
                   "test loss", "wall time", "images/s (training)", "chapter (2nd ed.)"]
@@ -124,7 +124,7 @@ def test_html_report_renders_in_a_real_browser(finished_ladder, tmp_path):
                "100, 100, 100", "12, 37, 100", "99.43 % ± 0.12", "99.52 % ± 0.06", "99.63 % ± 0.03 (refit)",
                "0.0123", "1 h 23 min", "1234.5", "97.5 %"]
         page = tmp_path / "wide.html"
-        page.write_text(html_page([("h1", "wide"), ("table", header, [row] * 5, "summary")], "wide"), encoding="utf-8")
+        page.write_text(html_page([Heading(1, "wide"), Table(header, [row] * 5, "summary")], "wide"), encoding="utf-8")
         browser.get(page.as_uri())
         assert_fits_the_window(browser)
     finally:

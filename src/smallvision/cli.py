@@ -458,7 +458,7 @@ def add_explain(sub):
     c.add_argument("--padding", choices=["valid", "same"], default="valid")
     c.add_argument("--stride", type=int, default=1)
     c.add_argument("--out", default="conv.png")
-    c.set_defaults(func=lambda a: _print(_api().explain_conv(a.image, a.kernel, a.padding, a.stride, a.out)[0]))
+    c.set_defaults(func=lambda a: _print(_api().explain_conv(a.image, a.kernel, a.padding, a.stride, a.out).text))
 
     m = _verb(what, "model", "layer table: output shape, parameters, receptive field, cumulative stride", """
   smallvision explain model scratch --image-size 180
@@ -466,7 +466,7 @@ def add_explain(sub):
   smallvision explain model model.keras""")
     m.add_argument("target", metavar="RUN_OR_MODEL_OR_STRATEGY")
     m.add_argument("--image-size", type=_size)
-    m.set_defaults(func=lambda a: _print(_api().explain_model(a.target, a.image_size)[0]))
+    m.set_defaults(func=lambda a: _print(_api().explain_model(a.target, a.image_size).text))
 
     po = _verb(what, "pooling", "the chapter's convnet beside the same net without max-pooling", """
   smallvision explain pooling
@@ -475,7 +475,7 @@ def add_explain(sub):
     po.add_argument("--train", metavar="DATA", help="also train both on DATA and compare accuracy")
     po.add_argument("--epochs", type=int, default=5)
     po.add_argument("--out", default="runs", help="parent folder of the two run folders")
-    po.set_defaults(func=lambda a: _print(_api().explain_pooling(a.image_size, a.train, a.epochs, a.out)[0]))
+    po.set_defaults(func=lambda a: _print(_api().explain_pooling(a.image_size, a.train, a.epochs, a.out).text))
 
     ac = _verb(what, "activations", "feature maps of the conv layers for one image (PNG grid)", """
   smallvision explain activations runs/20261127-101500-augment cat.jpg --out cat-maps.png
@@ -484,7 +484,7 @@ def add_explain(sub):
     ac.add_argument("image")
     ac.add_argument("--out", default="activations.png")
     ac.add_argument("--per-layer", type=int, default=16)
-    ac.set_defaults(func=lambda a: _print(_api().explain_activations(a.run, a.image, a.out, a.per_layer)[0]))
+    ac.set_defaults(func=lambda a: _print(_api().explain_activations(a.run, a.image, a.out, a.per_layer).text))
 
     h = _verb(what, "heatmap", "Grad-CAM: where the model looked for its answer (PNG)", """
   smallvision explain heatmap runs/20261127-101500-augment cat.jpg
@@ -494,7 +494,7 @@ def add_explain(sub):
     h.add_argument("image")
     h.add_argument("--out", default="heatmap.png")
     h.add_argument("--class", dest="class_name", help="explain this class instead of the predicted one")
-    h.set_defaults(func=lambda a: _print(_api().explain_heatmap(a.run, a.image, a.out, a.class_name)[0]))
+    h.set_defaults(func=lambda a: _print(_api().explain_heatmap(a.run, a.image, a.out, a.class_name).text))
 
 
 def _print(text):

@@ -1,6 +1,6 @@
 """The ``explain`` verbs. Each computes its facts and returns them as a small dataclass (what
-tests and notebooks read); :func:`text` turns any of them into the lines the CLI prints, and
-the ``explain_*`` functions (the API's) return ``(text, picture path)`` as they always have.
+tests and notebooks read); its ``text`` is the lines the CLI prints, its ``out`` the picture it
+wrote (where it writes one). The ``explain_*`` functions (the API's) return those dataclasses.
 """
 import dataclasses
 import os
@@ -13,14 +13,24 @@ from ..errors import SmallvisionError
 
 # -- the facts ---------------------------------------------------------------------------------
 
+class Facts:
+    """What every explain verb returns: its figures as fields (``out``: the picture written, where
+    it writes one), and :attr:`text`."""
+
+    @property
+    def text(self):
+        """The lines the CLI prints."""
+        return text(self)
+
+
 @dataclasses.dataclass
-class WorkedExample:
+class WorkedExample(Facts):
     total: float
     terms: str  # "(4 x 0) + ... = -8"
 
 
 @dataclasses.dataclass
-class ConvFacts:
+class ConvFacts(Facts):
     kernel_name: str
     kernel: np.ndarray
     input_size: tuple  # (h, w)
@@ -33,7 +43,7 @@ class ConvFacts:
 
 
 @dataclasses.dataclass
-class ModelFacts:
+class ModelFacts(Facts):
     what: str
     params: int
     trainable: int
@@ -42,14 +52,29 @@ class ModelFacts:
 
 
 @dataclasses.dataclass
-class PoolingFacts:
-    facts: dict  # {"scratch" | "nopool": {params, dense_params, features, last_conv_shape, receptive_field, ...}}
+class NetFacts:
+    """One of the two nets ``explain pooling`` compares (and, trained, its figures)."""
+
+    params: int
+    dense_params: int
+    features: int  # into the dense layer
+    last_conv_shape: tuple
+    receptive_field: int  # of the last conv layer
+    run: str | None = None
+    validation_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+
+@dataclasses.dataclass
+class PoolingFacts(Facts):
+    pooled: NetFacts  # the chapter's convnet (strategy scratch)
+    unpooled: NetFacts  # the same without max-pooling (strategy nopool)
     epochs: int | None = None
     train_data: str | None = None
 
 
 @dataclasses.dataclass
-class ActivationFacts:
+class ActivationFacts(Facts):
     maps: dict  # {layer path: (h, w, c) array}
     which: str  # which layers were chosen, in words
     per_layer: int
@@ -58,7 +83,7 @@ class ActivationFacts:
 
 
 @dataclasses.dataclass
-class HeatmapFacts:
+class HeatmapFacts(Facts):
     image: str
     predicted: str
     probability: float
@@ -127,24 +152,24 @@ def pooling(image_size=None, train_data=None, epochs=5, out="runs", progress=Tru
     from .anatomy import last_conv, layer_table
 
     image_size = parse_image_size(image_size or DEFAULT_IMAGE_SIZE)
-    facts = {}
+    nets = {}
     for name in ("scratch", "nopool"):
         m, _ = _model_for(name, image_size)
         rows = layer_table(m)
         dense = [r for r in rows if r.kind == "Dense"][-1]
         flat = [r for r in rows if r.kind == "Flatten"][-1]
         conv_row = last_conv(rows)
-        facts[name] = dict(params=m.count_params(), dense_params=dense.params, features=flat.output_shape[0],
-                           last_conv_shape=conv_row.output_shape, receptive_field=conv_row.receptive_field)
+        nets[name] = NetFacts(params=m.count_params(), dense_params=dense.params, features=flat.output_shape[0],
+                              last_conv_shape=conv_row.output_shape, receptive_field=conv_row.receptive_field)
     if train_data is None:
-        return PoolingFacts(facts)
+        return PoolingFacts(nets["scratch"], nets["nopool"])
     from ..runner import train
     for name in ("scratch", "nopool"):
         run = train(train_data, name, out=out, epochs=epochs, image_size=image_size, progress=progress, verbose=0)
         m = run.metrics
-        facts[name].update(run=run.path, validation_accuracy=m.validation.accuracy,
-                           test_accuracy=m.test.accuracy if m.test else None)
-    return PoolingFacts(facts, epochs, os.fspath(train_data))
+        nets[name] = dataclasses.replace(nets[name], run=run.path, validation_accuracy=m.validation.accuracy,
+                                         test_accuracy=m.test.accuracy if m.test else None)
+    return PoolingFacts(nets["scratch"], nets["nopool"], epochs, os.fspath(train_data))
 
 
 def _run_image(run_path, image):
@@ -220,22 +245,22 @@ def _model(f):
 
 
 def _pooling(f):
-    a, b = f.facts["scratch"], f.facts["nopool"]
+    a, b = f.pooled, f.unpooled
     shape = lambda s: "x".join(map(str, s))
-    rf = lambda x: f"{x['receptive_field']}x{x['receptive_field']}"
+    rf = lambda x: f"{x.receptive_field}x{x.receptive_field}"
     lines = [f"{'':<34}{'with max-pooling':>20}{'without':>20}",
-             f"{'parameters':<34}{a['params']:>20,}{b['params']:>20,}",
-             f"{'features into the dense layer':<34}{a['features']:>20,}{b['features']:>20,}",
-             f"{'  (last conv output)':<34}{shape(a['last_conv_shape']):>20}{shape(b['last_conv_shape']):>20}",
-             f"{'dense layer parameters':<34}{a['dense_params']:>20,}{b['dense_params']:>20,}",
+             f"{'parameters':<34}{a.params:>20,}{b.params:>20,}",
+             f"{'features into the dense layer':<34}{a.features:>20,}{b.features:>20,}",
+             f"{'  (last conv output)':<34}{shape(a.last_conv_shape):>20}{shape(b.last_conv_shape):>20}",
+             f"{'dense layer parameters':<34}{a.dense_params:>20,}{b.dense_params:>20,}",
              f"{'receptive field of the last conv':<34}{rf(a):>20}{rf(b):>20}",
-             f"Without pooling the dense layer has {b['dense_params'] / a['dense_params']:.0f}x the weights, and the "
+             f"Without pooling the dense layer has {b.dense_params / a.dense_params:.0f}x the weights, and the "
              f"last conv layer sees {rf(b)} pixels: too little of the image to learn what a cat is."]
     if f.train_data is not None:
-        acc = lambda x, k: "-" if x.get(k) is None else f"{x[k]:.4f}"
+        acc = lambda v: "-" if v is None else f"{v:.4f}"
         lines += [f"after {f.epochs} epochs on {f.train_data}:",
-                  f"{'validation accuracy':<34}{acc(a, 'validation_accuracy'):>20}{acc(b, 'validation_accuracy'):>20}",
-                  f"{'test accuracy':<34}{acc(a, 'test_accuracy'):>20}{acc(b, 'test_accuracy'):>20}"]
+                  f"{'validation accuracy':<34}{acc(a.validation_accuracy):>20}{acc(b.validation_accuracy):>20}",
+                  f"{'test accuracy':<34}{acc(a.test_accuracy):>20}{acc(b.test_accuracy):>20}"]
     return "\n".join(lines)
 
 
@@ -263,33 +288,29 @@ _FORMATS = {WorkedExample: _worked, ConvFacts: _conv, ModelFacts: _model, Poolin
             ActivationFacts: _activations, HeatmapFacts: _heatmap}
 
 
-# -- the API's verbs: (text, picture path) ----------------------------------------------------
+# -- the API's verbs: the facts, with their text -------------------------------------------------
 
 def explain_conv(image=None, kernel="laplacian", padding="valid", stride=1, out="conv.png"):
-    """Apply a kernel to an image (or show the slide's worked example). Returns ``(text, PNG path or None)``."""
-    f = conv(image, kernel, padding, stride, out)
-    return text(f), getattr(f, "out", None)
+    """Apply a kernel to an image (or show the slide's worked example). Returns :class:`ConvFacts`
+    (``.text``, ``.out`` the PNG) or :class:`WorkedExample`."""
+    return conv(image, kernel, padding, stride, out)
 
 
 def explain_model(target, image_size=None):
-    """Layer table of a run, a .keras file or a strategy. Returns ``(text, rows)``."""
-    f = model(target, image_size)
-    return text(f), f.rows
+    """Layer table of a run, a .keras file or a strategy. Returns :class:`ModelFacts` (``.rows``)."""
+    return model(target, image_size)
 
 
 def explain_pooling(image_size=None, train_data=None, epochs=5, out="runs", progress=True):
-    """The chapter's convnet beside the same net without max-pooling. Returns ``(text, facts)``."""
-    f = pooling(image_size, train_data, epochs, out, progress)
-    return text(f), f.facts
+    """The chapter's convnet beside the same net without max-pooling. Returns :class:`PoolingFacts`."""
+    return pooling(image_size, train_data, epochs, out, progress)
 
 
 def explain_activations(run_path, image, out="activations.png", per_layer=16):
-    """Feature maps as a PNG grid. Returns ``(text, path)``."""
-    f = activations(run_path, image, out, per_layer)
-    return text(f), f.out
+    """Feature maps as a PNG grid. Returns :class:`ActivationFacts` (``.out`` the PNG)."""
+    return activations(run_path, image, out, per_layer)
 
 
 def explain_heatmap(run_path, image, out="heatmap.png", class_name=None):
-    """Grad-CAM heatmap. Returns ``(text, path)``."""
-    f = heatmap(run_path, image, out, class_name)
-    return text(f), f.out
+    """Grad-CAM heatmap. Returns :class:`HeatmapFacts` (``.out`` the PNG)."""
+    return heatmap(run_path, image, out, class_name)

@@ -12,15 +12,15 @@ def write_report(path, out=None):
         {"markdown": path, "html": path, "report": the collected contents}.
     """
     from .collect import collect
-    from .render import blocks, html_page, markdown
+    from .render import Picture, blocks, html_page, markdown
 
     report = collect(path)
     out = os.fspath(out or path)
     content = blocks(report)
     assets = "report_files"
     for block in content:
-        if block[0] == "img":
-            write_bytes_atomic(os.path.join(out, assets, block[1]), block[3])
+        if isinstance(block, Picture):
+            write_bytes_atomic(os.path.join(out, assets, block.name), block.png)
     md, page = os.path.join(out, "report.md"), os.path.join(out, "report.html")
     write_text_atomic(md, markdown(content, assets))
     write_text_atomic(page, html_page(content, report["title"]))

@@ -2,6 +2,7 @@
 rendered twice: Markdown with its pictures beside it, and one self-contained HTML file with
 the pictures embedded (no network, no script)."""
 import base64
+import dataclasses
 import datetime
 import html
 import os
@@ -70,14 +71,39 @@ def _thumbnail(path, size=200):
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Heading:
+    level: int  # 1, 2 or 3
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    header: list
+    rows: list  # of lists of cell texts
+    id: str | None = None  # the HTML table's id (tests and the browser check find it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Picture:
+    name: str  # its file name beside report.md
+    alt: str
+    png: bytes
+
+
 def blocks(report):
-    """The report's content in order: ("h1"|"h2"|"h3"|"p", text), ("table", header, rows, id),
-    ("img", file name, alt text, png bytes)."""
-    out = [("h1", report["title"]),
-           ("p", f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} from {report['path']}; "
+    """The report's content in order: :class:`Heading`, :class:`Paragraph`, :class:`Table` and
+    :class:`Picture` blocks."""
+    out = [Heading(1, report["title"]),
+           Paragraph(f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} from {report['path']}; "
                  f"data: {report['data']['data']}.")]
     if report["pending"]:
-        out.append(("p", f"Not finished yet (re-run the ladder to continue): {', '.join(report['pending'])}."))
+        out.append(Paragraph(f"Not finished yet (re-run the ladder to continue): {', '.join(report['pending'])}."))
     refit = any(r["refit"] for r in report["rows"])
     header = ["strategy", "backbone", "head", "trainable / total params", "image size", "seeds", "epochs",
               "best epoch", "validation accuracy"] + (["test accuracy (selection model)"] if refit else []) + \
@@ -90,38 +116,38 @@ def blocks(report):
                "-" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}",
                _chapter_figure(r["strategy"])]
             for r in report["rows"]]
-    out += [("h2", "Results"), ("table", header, rows, "summary"),
-            ("p", "Accuracy: mean ± standard deviation over seeds; best epoch: lowest validation loss, whose "
+    out += [Heading(2, "Results"), Table(header, rows, "summary"),
+            Paragraph("Accuracy: mean ± standard deviation over seeds; best epoch: lowest validation loss, whose "
                   "checkpoint is the run's model.keras and is what the test figures measure. Head: pooling, then "
                   "the chapter's Dense 256 + Dropout classifier or a linear one. Wall time: mean per run, "
                   "including decoding and feature extraction where the caches were cold.")]
     if refit:
-        out.append(("p", "Refit: the epoch was chosen on validation by the selection model (its validation and "
+        out.append(Paragraph("Refit: the epoch was chosen on validation by the selection model (its validation and "
                          "test figures), then the final model (model.keras; test accuracy marked \"refit\") was "
                          "trained on train + validation for that many epochs. Its validation figure would mean "
                          "nothing: it learnt from those images."))
 
     firsts = {strategy: group[0] for strategy, group in report["groups"].items()}
     if len(firsts) > 1:
-        out += [("h2", "Validation accuracy across strategies"),
-                ("img", "overlay.png", "validation accuracy per epoch, one line per strategy",
+        out += [Heading(2, "Validation accuracy across strategies"),
+                Picture("overlay.png", "validation accuracy per epoch, one line per strategy",
                  overlay_png({f"{s} (seed {i['seed']})": i["history"] for s, i in firsts.items()}))]
-    out.append(("h2", "Training curves"))
+    out.append(Heading(2, "Training curves"))
     for strategy, item in firsts.items():
-        out += [("h3", f"{strategy} (seed {item['seed']})"),
-                ("img", f"curves-{strategy}.png", f"{strategy}: training and validation loss and accuracy",
+        out += [Heading(3, f"{strategy} (seed {item['seed']})"),
+                Picture(f"curves-{strategy}.png", f"{strategy}: training and validation loss and accuracy",
                  curves_png(item["history"], stages=item["metrics"].stages))]
 
-    out.append(("h2", "Confusion matrices and per-class precision / recall (test)"))
+    out.append(Heading(2, "Confusion matrices and per-class precision / recall (test)"))
     for strategy, item in firsts.items():
         m = item["metrics"].test
         if not m or not m.n:
             continue
         names = list(item["config"].class_names)
-        out += [("h3", f"{strategy} (seed {item['seed']}): test accuracy {100 * m.accuracy:.1f} %"),
-                ("table", ["true \\ predicted"] + names, [[n] + [str(v) for v in row]
+        out += [Heading(3, f"{strategy} (seed {item['seed']}): test accuracy {100 * m.accuracy:.1f} %"),
+                Table(["true \\ predicted"] + names, [[n] + [str(v) for v in row]
                                                           for n, row in zip(names, m.confusion_matrix)], None),
-                ("table", ["class", "precision", "recall", "F1", "images"],
+                Table(["class", "precision", "recall", "F1", "images"],
                  [[n, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
                   for n, c in m.per_class.items()], None)]
 
@@ -129,34 +155,34 @@ def blocks(report):
     if report["wrong"]:
         items = [(_thumbnail(r["file"]), f"{os.path.basename(r['path'])}\ntrue {r['true']}, predicted "
                   f"{r['predicted']}\np={r['probability']:.3f}, loss {r['loss']:.2f}") for r in report["wrong"]]
-        out += [("h2", f"Test images the best model gets most wrong ({best['name']})"),
-                ("p", f"The best run by validation accuracy is {best['name']}; these are its {len(items)} test "
+        out += [Heading(2, f"Test images the best model gets most wrong ({best['name']})"),
+                Paragraph(f"The best run by validation accuracy is {best['name']}; these are its {len(items)} test "
                       "images with the highest loss (the lowest probability on the true class)."),
-                ("img", "most-wrong.png", "the test images with the highest loss", grid_png(items))]
+                Picture("most-wrong.png", "the test images with the highest loss", grid_png(items))]
 
     d = report["data"]
     order = ("train", "validation", "test", "all")
     splits = sorted(d["counts"], key=lambda s: order.index(s) if s in order else len(order))
-    out += [("h2", "Data"),
-            ("p", f"{len(d['class_names'])} classes; splits {d['split_origin'] or 'made by smallvision'}."),
-            ("table", ["class"] + splits, [[n] + [str(d["counts"][s][i]) for s in splits]
+    out += [Heading(2, "Data"),
+            Paragraph(f"{len(d['class_names'])} classes; splits {d['split_origin'] or 'made by smallvision'}."),
+            Table(["class"] + splits, [[n] + [str(d["counts"][s][i]) for s in splits]
                                            for i, n in enumerate(d["class_names"])], "counts")]
     if d["rejects"]:
         shown = d["rejects"][:50]
-        out += [("p", f"{len(d['rejects'])} files were not used" + (" (first 50 shown)" if len(d["rejects"]) > 50 else "")
+        out += [Paragraph(f"{len(d['rejects'])} files were not used" + (" (first 50 shown)" if len(d["rejects"]) > 50 else "")
                  + "; see rejects.csv in each run folder."),
-                ("table", ["file", "why"], [[r["path"], r["reason"]] for r in shown], "rejects")]
+                Table(["file", "why"], [[r["path"], r["reason"]] for r in shown], "rejects")]
     else:
-        out.append(("p", "No file was rejected."))
+        out.append(Paragraph("No file was rejected."))
     if d["duplicates"]:
-        out += [("p", f"{len(d['duplicates'])} groups of identical files span splits or classes (leakage):"),
-                ("table", ["kind", "files", "splits", "classes"],
+        out += [Paragraph(f"{len(d['duplicates'])} groups of identical files span splits or classes (leakage):"),
+                Table(["kind", "files", "splits", "classes"],
                  [[r["kind"], r["files"], r["splits"], r["classes"]] for r in d["duplicates"][:50]], "duplicates")]
     else:
-        out.append(("p", "No identical files across splits or classes"
+        out.append(Paragraph("No identical files across splits or classes"
                     + (f" ({d['duplicates_within']} within a split)." if d["duplicates_within"] else ".")))
-    out += [("h2", "Runs"),
-            ("table", ["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
+    out += [Heading(2, "Runs"),
+            Table(["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
              [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"].best_epoch),
                percent((_accuracy(i["metrics"].validation), None)),
                percent((_accuracy(i["metrics"].test), None)), duration(i["wall_seconds"])]
@@ -172,19 +198,17 @@ def markdown(content, assets):
     """Markdown text; pictures are referred to under the folder name ``assets``."""
     lines = []
     for block in content:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + block[1], ""]
-        elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "table":
-            _, header, rows, _ = block
-            lines.append("| " + " | ".join(map(_md_cell, header)) + " |")
-            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
-            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(map(_md_cell, block.header)) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(block.header))) + "|")
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
             lines.append("")
-        elif kind == "img":
-            lines += [f"![{block[2]}]({assets}/{block[1]})", ""]
+        elif isinstance(block, Picture):
+            lines += [f"![{block.alt}]({assets}/{block.name})", ""]
     return "\n".join(lines)
 
 
@@ -194,20 +218,19 @@ def html_page(content, title):
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{e(title)}</title><style>{CSS}</style></head><body>"]
     for block in content:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{e(block[1])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{e(block[1])}</p>")
-        elif kind == "table":
-            _, header, rows, ident = block
-            parts.append(f'<div class="table"><table{f" id={chr(34)}{ident}{chr(34)}" if ident else ""}><thead><tr>'
-                         + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows]
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{e(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{e(block.text)}</p>")
+        elif isinstance(block, Table):
+            ident = f' id="{block.id}"' if block.id else ""
+            parts.append(f'<div class="table"><table{ident}><thead><tr>'
+                         + "".join(f"<th>{e(str(h))}</th>" for h in block.header) + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows]
             parts.append("</tbody></table></div>")
-        elif kind == "img":
-            data = base64.b64encode(block[3]).decode("ascii")
-            parts.append(f'<img alt="{e(block[2])}" src="data:image/png;base64,{data}">')
+        elif isinstance(block, Picture):
+            data = base64.b64encode(block.png).decode("ascii")
+            parts.append(f'<img alt="{e(block.alt)}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     return "\n".join(parts)
 
