@@ -114,6 +114,16 @@ class Strategy:
         """The trained model a run starts from (a :class:`~smallvision.runs.ModelSource`), or None."""
         return None
 
+    def start_run(self, options):
+        """``(strategy, its options)`` of the run this one starts from, read from that run's
+        config.json; None when it starts from nothing, or from a model file without its run."""
+        source = self.starts_from(options)
+        config = source.config if source is not None else None
+        if config is None:
+            return None
+        strat = get(config.strategy)
+        return strat, strat.read_options(config.options)
+
     def in_ladder(self, values, seed, ladder):
         """The options of this strategy's run of ``seed`` in a ladder, from the ladder-wide
         ``values`` ({option: value or None}; those it does not take are left out); ``ladder``

@@ -61,13 +61,6 @@ def backbone_of(model):
     return found[0]
 
 
-def _start_options(o):
-    """The start run's options (read from its config.json), or None for a model file without its
-    run folder."""
-    config = _start(o.start).config
-    return None if config is None else get(config.strategy).read_options(config.options)
-
-
 @register
 class Finetune(pretrained.Pretrained):
     name = "finetune"
@@ -170,37 +163,34 @@ class Finetune(pretrained.Pretrained):
         (``features-augment``, the head stage)."""
         lower_inputs(prep, o, progress, seed)
 
+    def starts_from(self, o):
+        return _start(o.start) if o.start else None
+
     def base_options(self, o):
         """The options of the frozen base the maps come from: this run's, or the start run's
         (followed back through a chain of finetune runs). Its lower part is frozen in all of
         them, so the maps are the same."""
-        if not o.start:
-            return o
-        recorded = _start_options(o)
-        if recorded is None:
+        start = self.start_run(o)
+        if start is None and o.start:
             raise ValueError(f"--from {o.start}: a model file without its run folder; fine-tuning on cached "
                              "maps needs the run's config.json (give the run folder)")
-        return get(_start(o.start).config.strategy).base_options(recorded) if isinstance(recorded, FinetuneOptions) \
-            else recorded
+        if start is None:
+            return o
+        strat, options = start
+        return strat.base_options(options) if isinstance(strat, Finetune) else options
 
     def backbone(self, o):
-        if o.start:
-            config = _start(o.start).config
-            if config is not None:
-                return get(config.strategy).backbone(get(config.strategy).read_options(config.options))
-            return backbone_of(_load_start(o.start))
-        return super().backbone(o)
+        start = self.start_run(o)
+        if start is not None:
+            return start[0].backbone(start[1])
+        return backbone_of(_load_start(o.start)) if o.start else super().backbone(o)
 
     def describe_head(self, o):
         """The start run's head (followed back through a chain of finetune runs)."""
-        if not o.start:
-            return super().describe_head(o)
-        config = _start(o.start).config
-        return None if config is None else get(config.strategy).describe_head(get(config.strategy).read_options(
-            config.options))
-
-    def starts_from(self, o):
-        return _start(o.start) if o.start else None
+        start = self.start_run(o)
+        if start is not None:
+            return start[0].describe_head(start[1])
+        return None if o.start else super().describe_head(o)
 
     def in_ladder(self, values, seed, ladder):
         """Fine-tune the ladder's features-augment run of the same seed (the chapter's way: its head
