@@ -107,7 +107,7 @@ def test_two_stages_in_one_run_and_resume_between_them(tiny_data, tmp_path, monk
     # a process that stops once the head stage is done (as if killed there) ...
     ft = strategies.get("finetune")
     stages = ft.stages
-    monkeypatch.setattr(ft, "stages", lambda config: stages(config)[:1])
+    monkeypatch.setattr(ft, "stages", lambda spec, num_classes: stages(spec, num_classes)[:1])
     run = api.train(tiny_data, "finetune", out=tmp_path / "runs", epochs=1, head_epochs=1, image_size=64,
                     head="gap", split="0.5,0.25,0.25", verbose=0, progress=False)
     assert run.state.stage == 0 and run.state.epochs_done == 1
