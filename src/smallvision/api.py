@@ -15,6 +15,7 @@ open_model, predict           :mod:`smallvision.inference`
 export                        :mod:`smallvision.export`
 serve, make_app               :mod:`smallvision.serve`
 ladder                        :mod:`smallvision.ladder`
+audit                         :mod:`smallvision.audit`
 report, summary_table         :mod:`smallvision.report`
 explain_*                     :mod:`smallvision.explain.verbs`
 scan, data_get/split/check    :mod:`smallvision.data.tools`
@@ -42,7 +43,7 @@ _EXPORTS = {
     "explain_heatmap": ("explain.verbs", "explain_heatmap"),
     "scan": ("data.tools", "scan_and_split"), "data_get": ("data.tools", "data_get"),
     "data_split": ("data.tools", "data_split"), "data_check": ("data.tools", "data_check"),
-    "demo": ("demo", "demo"),
+    "demo": ("demo", "demo"), "audit": ("audit", "audit"),
 }
 __all__ = sorted([*_EXPORTS, "strategies", "backbones"])
 

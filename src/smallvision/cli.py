@@ -108,6 +108,33 @@ def scan(args):
     return 0
 
 
+# -- audit ------------------------------------------------------------------------------------
+
+def add_audit(sub):
+    p = _verb(sub, "audit", "what a pretrained network's features say about the data: wrong labels, near-copies "
+              "and leaks across splits, photos of something else, poor images", """
+  smallvision audit data/cats_vs_dogs_small         # audit-cats_vs_dogs_small/audit.csv and audit.html
+  smallvision audit photos --out checks/photos --backbone efficientnet_lite2
+  smallvision audit photos --split 0.8,0.1,0.1 --seed 1    # the split as a later train would make it""")
+    p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
+    p.add_argument("--out", help="where audit.csv and audit.html go (default: audit-<data folder name> here; never "
+                   "inside DATA)")
+    p.add_argument("--backbone", help=f"the conv base whose cached features are used (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--image-size", type=_size, help="default: the backbone's native size")
+    p.add_argument("--folds", type=int, default=5, help="K of the out-of-fold probabilities (default: %(default)s)")
+    p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
+    p.add_argument("--seed", type=int, default=0)
+    _runtime_arg(p)
+    p.set_defaults(func=audit)
+
+
+def audit(args):
+    result = _api().audit(args.data, out=args.out, backbone=args.backbone, image_size=args.image_size,
+                          folds=args.folds, seed=args.seed, split=args.split)
+    print(result.summary())
+    return 0
+
+
 # -- train ------------------------------------------------------------------------------------
 
 def add_train(sub):
@@ -508,7 +535,7 @@ def _missing(verb, choices):
     return handler
 
 
-VERBS = (add_demo, add_scan, add_train, add_predict, add_export, add_serve, add_ladder, add_report, add_strategies, add_backbones,
+VERBS = (add_demo, add_scan, add_audit, add_train, add_predict, add_export, add_serve, add_ladder, add_report, add_strategies, add_backbones,
          add_data, add_explain)
 
 
