@@ -52,9 +52,9 @@ def summary(run, partial=False):
                best_val_accuracy=round(max((r.get("val_accuracy", 0) for r in history), default=0), 4),
                train_seconds=round(sum(r["seconds"] for r in history), 1),
                median_epoch_seconds=round(sorted(r["seconds"] for r in history)[len(history) // 2], 2) if history else None,
-               status=run.status.get("status"), run=run.name, chapter_2nd_ed_test_accuracy=CHAPTER[c.strategy],
+               status=run.status.status, run=run.name, chapter_2nd_ed_test_accuracy=CHAPTER[c.strategy],
                backend=c.versions["backend"], image_size=list(c.image_size), batch_size=c.batch_size)
-    if run.status.get("status") == "finished":
+    if run.status.is_finished:
         m = run.metrics
         out.update(test_accuracy=m["test"]["accuracy"], test_loss=m["test"]["loss"],
                    validation_accuracy=m["validation"]["accuracy"])
@@ -85,7 +85,7 @@ def main():
     if not a.partial:
         if run is None:
             run = api.train(str(DATA), a.strategy, out=root, epochs=epochs, seed=a.seed, verbose=2)
-        elif run.status.get("status") != "finished":
+        elif not run.status.is_finished:
             run = api.resume(run.path, verbose=2)
     if run is None:
         sys.exit(f"no {a.strategy} run with {epochs} epochs and seed {a.seed} under {root}")

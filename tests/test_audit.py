@@ -93,7 +93,7 @@ def test_the_csv_and_the_page(planted):
     _, result, _ = planted
     with open(result.csv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(Finding.FIELDS) and len(rows) == len(result.findings)
+    assert list(rows[0]) == Finding.columns() and len(rows) == len(result.findings)
     order = [ISSUES.index(r["issue"]) for r in rows]
     assert order == sorted(order)
     for issue in ISSUES:  # worst first within each kind

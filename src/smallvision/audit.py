@@ -80,7 +80,10 @@ class Finding:
     split: str = ""  # its split (a leak: "test<-train", its split and the other's)
     detail: str = ""  # quality: what is wrong; a copy: "other class" when the pair's labels differ
 
-    FIELDS = ("path", "issue", "score", "given", "suggested", "other", "split", "detail")
+    @classmethod
+    def columns(cls):
+        """audit.csv's columns: the fields, in order."""
+        return [f.name for f in dataclasses.fields(cls)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,12 +269,13 @@ def nearest_pairs(x, k=COPY_NEIGHBOURS, threshold=CANDIDATE_SIMILARITY, block=10
 
 
 def thumbnails(images):
-    """Grey (THUMB + 2 THUMB_SHIFT)-pixel squares of the decoded images, as float32."""
+    """Grey (THUMB + 2 THUMB_SHIFT)-pixel squares of the decoded images (any iterable, read once,
+    never held whole), as float32."""
     import cv2
     side = THUMB + 2 * THUMB_SHIFT
-    return np.stack([cv2.resize(cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY), (side, side),
-                                interpolation=cv2.INTER_AREA) for im in images]).astype(np.float32) \
-        if len(images) else np.zeros((0, side, side), np.float32)
+    small = [cv2.resize(cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY), (side, side),
+                        interpolation=cv2.INTER_AREA) for im in images]
+    return np.stack(small).astype(np.float32) if small else np.zeros((0, side, side), np.float32)
 
 
 def _unit(a):
@@ -300,7 +304,7 @@ def copies(x, entries, names, splits, images=None):
     ``images``: the decoded images in row order (for the thumbnails)."""
     pairs = nearest_pairs(x)
     keys = [p for p in sorted(pairs) if entries[p[0]].sha256 != entries[p[1]].sha256]  # same bytes: the scan's
-    corr = thumbnail_correlation(thumbnails(list(images)) if keys else None, keys) if keys else np.zeros(0)
+    corr = thumbnail_correlation(thumbnails(images), keys) if keys else np.zeros(0)
     out = []
     for (i, j), c in zip(keys, corr):
         sim = (pairs[(i, j)] + float(c)) / 2
@@ -418,9 +422,9 @@ def write_csv(result):
     from ._io import write_text_atomic
     sink = io.StringIO()
     w = csv.writer(sink)
-    w.writerow(Finding.FIELDS)
+    w.writerow(Finding.columns())
     for f in result.findings:
-        w.writerow([getattr(f, name) for name in Finding.FIELDS])
+        w.writerow(dataclasses.astuple(f))
     write_text_atomic(result.csv, sink.getvalue())
 
 

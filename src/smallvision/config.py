@@ -8,6 +8,7 @@ field has a default, so run folders written before these classes existed still r
 report. Change a field: keep reading the old key.
 """
 import collections.abc
+import copy
 import dataclasses
 import platform
 
@@ -212,7 +213,7 @@ class Metrics(collections.abc.Mapping):
         return len(self.raw)
 
     def to_json(self):
-        return json_copy(self.raw)
+        return copy.deepcopy(self.raw)
 
     @classmethod
     def from_json(cls, data):
@@ -225,12 +226,7 @@ class Metrics(collections.abc.Mapping):
                                        validation=Evaluation.from_json(s.get("validation")),
                                        test=Evaluation.from_json(s.get("test")))
         d.pop("raw", None)
-        return cls(**d, raw=json_copy(data))
-
-
-def json_copy(data):
-    import copy
-    return copy.deepcopy(data)
+        return cls(**d, raw=copy.deepcopy(data))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,8 @@ def _head(config):
         return "?"
 
 
-def _accuracy(evaluation):
+def accuracy(evaluation):
+    """An :class:`~smallvision.config.Evaluation`'s accuracy, None for a split not evaluated."""
     return evaluation.accuracy if evaluation is not None else None
 
 
@@ -68,12 +69,12 @@ def _run_item(run):
 def _strategy_row(items):
     first = items[0]
     params = first["metrics"].params or {}
-    val = _mean_std([_accuracy(i["metrics"].validation) for i in items])
-    test = _mean_std([_accuracy(i["metrics"].test) for i in items])
+    val = _mean_std([accuracy(i["metrics"].validation) for i in items])
+    test = _mean_std([accuracy(i["metrics"].test) for i in items])
     return dict(
         strategy=first["strategy"], backbone=first["backbone"] or "-", head=first["head"] or "-",
         refit=any(i["refit"] for i in items), seeds=len(items),
-        selection_test_accuracy=_mean_std([_accuracy(i["metrics"].chosen.test) for i in items]),
+        selection_test_accuracy=_mean_std([accuracy(i["metrics"].chosen.test) for i in items]),
         trainable=params.get("trainable"), total=params.get("total"),
         epochs=[i["metrics"].epochs_done for i in items], best_epochs=[i["metrics"].best_epoch for i in items],
         val_accuracy=val, test_accuracy=test,
@@ -121,7 +122,7 @@ def collect(path):
     groups = {}
     for item in items:
         groups.setdefault(item["strategy"], []).append(item)
-    best = max(items, key=lambda i: (_accuracy(i["metrics"].validation) or 0,
+    best = max(items, key=lambda i: (accuracy(i["metrics"].validation) or 0,
                                      -((i["metrics"].validation.loss if i["metrics"].validation else 0) or 0)))
     return dict(title=title, path=path, ladder=meta, items=items, pending=pending,
                 rows=[_strategy_row(g) for g in groups.values()], groups=groups,

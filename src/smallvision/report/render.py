@@ -10,6 +10,7 @@ import re
 
 from ..plots import curves_png, grid_png, overlay_png
 from ..progress import duration
+from .collect import accuracy
 
 # The page fits a 1280-pixel window (a browser test checks it with the widest table, refit columns
 # included): a cell wraps only between its parts, never inside a figure ("99.43 %" and "± 0.12"
@@ -26,10 +27,6 @@ _GLUED = re.compile(r"(?<=\d) (?=%|h\b|min\b|s\b)|(?<=±) ")  # "99.43 %", "1 h 
 def _cell(value):
     """A table cell's text, escaped, with no-break spaces inside each figure."""
     return _GLUED.sub("\u00a0", html.escape(str(value)))
-
-
-def _accuracy(evaluation):
-    return evaluation.accuracy if evaluation is not None else None
 
 
 def percent(ms):
@@ -184,8 +181,8 @@ def blocks(report):
     out += [Heading(2, "Runs"),
             Table(["run", "strategy", "seed", "best epoch", "validation accuracy", "test accuracy", "wall time"],
              [[i["name"], i["strategy"], str(i["seed"]), str(i["metrics"].best_epoch),
-               percent((_accuracy(i["metrics"].validation), None)),
-               percent((_accuracy(i["metrics"].test), None)), duration(i["wall_seconds"])]
+               percent((accuracy(i["metrics"].validation), None)),
+               percent((accuracy(i["metrics"].test), None)), duration(i["wall_seconds"])]
               for i in report["items"]], "runs")]
     return out
 

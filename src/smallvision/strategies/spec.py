@@ -87,9 +87,7 @@ class TrainSpec:
         again (another strategy: its options from the values given alone)."""
         strategy = changes.pop("strategy", self.strategy)
         settings = {name: changes.pop(name, getattr(self, name)) for name in self.SETTINGS}
-        if "options" in changes:
-            return TrainSpec.parse(strategy, **settings, **changes)
-        if strategy != self.strategy:
+        if "options" in changes or strategy != self.strategy:
             return TrainSpec.parse(strategy, **settings, **changes)
         if changes:  # option values, on top of this spec's options
             return TrainSpec.parse(strategy, **settings, **{**self.options.to_json(), **changes})
