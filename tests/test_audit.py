@@ -2,6 +2,7 @@
 bad input is one line, and the page works in a browser."""
 import csv
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ def test_the_csv_and_the_page(planted):
         scores = [float(r["score"]) for r in rows if r["issue"] == issue]
         assert scores == sorted(scores, reverse=True)
     page = open(result.html, encoding="utf-8").read()
-    assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
+    assert "http://" not in page and "https://" not in page and "<script src" not in page  # self-contained
     assert page.count("data:image/jpeg;base64,") >= len(result.findings)  # a thumbnail each (two for a pair)
     for issue in ISSUES:
         assert f'id="{issue}"' in page
@@ -147,7 +148,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_audit_page_in_a_real_browser(planted):
+def test_the_audit_page_in_a_real_browser(planted, tmp_path):
     from conftest import headless_chromium
     _, result, _ = planted
     browser = headless_chromium()
@@ -163,5 +164,21 @@ def test_the_audit_page_in_a_real_browser(planted):
         pairs = browser.execute_script("return [...document.querySelectorAll('#gallery-leak .pair')]"
                                        ".map(d => d.querySelectorAll('img').length)")
         assert pairs and all(n == 2 for n in pairs)  # a copy is shown beside its original
+        # decide: the leak removed, the wrong label relabelled as suggested; then the decisions file
+        browser.execute_script("""
+            const pick = (id, value) => { const s = document.querySelector(`#gallery-${id} select.decision`);
+                                          s.value = value; s.dispatchEvent(new Event('change')); };
+            pick('leak', 'remove-other'); pick('label', 'relabel:discs');""")
+        assert browser.find_element("id", "chosen").text == "2"
+        text = browser.execute_script("return decisionsCsv()")
     finally:
         browser.quit()
+    rows = list(csv.DictReader(text.splitlines()))
+    assert {(r["path"], r["action"], r["to"]) for r in rows} == {
+        ("train/bars/leaked.jpg", "remove", ""), ("train/bars/wrong.jpg", "relabel", "discs")}
+    root = tmp_path / "copy"  # applied to a copy: the module's data stays as planted
+    shutil.copytree(result.data, root, ignore=lambda d, names: [n for n in names if n == "pipe.jpg"])
+    (tmp_path / "decisions.csv").write_text(text)
+    applied = api.data_apply(root, tmp_path / "decisions.csv")
+    assert not applied.refused and len(applied.moves) == 2
+    assert (root / "train" / "discs" / "wrong.jpg").is_file() and not (root / "train" / "bars" / "leaked.jpg").exists()

@@ -19,6 +19,7 @@ audit                         :mod:`smallvision.audit`
 report, summary_table         :mod:`smallvision.report`
 explain_*                     :mod:`smallvision.explain.verbs`
 scan, data_get/split/check    :mod:`smallvision.data.tools`
+data_apply, data_undo         :mod:`smallvision.data.decisions` (acting on an audit, undoably)
 demo                          :mod:`smallvision.demo`
 strategies, backbones         the registries (:mod:`.strategies`, :mod:`.backbones.registry`)
 ============================  ==========================================================
@@ -43,6 +44,7 @@ _EXPORTS = {
     "explain_heatmap": ("explain.verbs", "explain_heatmap"),
     "scan": ("data.tools", "scan_and_split"), "data_get": ("data.tools", "data_get"),
     "data_split": ("data.tools", "data_split"), "data_check": ("data.tools", "data_check"),
+    "data_apply": ("data.decisions", "apply_decisions"), "data_undo": ("data.decisions", "undo"),
     "demo": ("demo", "demo"), "audit": ("audit", "audit"),
 }
 __all__ = sorted([*_EXPORTS, "strategies", "backbones"])

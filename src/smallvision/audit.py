@@ -79,6 +79,8 @@ class Finding:
     other: str = ""  # a copy: the other file of the pair
     split: str = ""  # its split (a leak: "test<-train", its split and the other's)
     detail: str = ""  # quality: what is wrong; a copy: "other class" when the pair's labels differ
+    sha256: str = ""  # of the file at path when audited: ``data apply`` refuses a decision on a changed file
+    other_sha256: str = ""  # of the other file of a copy
 
     @classmethod
     def columns(cls):
@@ -169,6 +171,8 @@ def audit(data, out=None, backbone=None, image_size=None, folds=FOLDS, seed=0, s
                 + outliers(x, labels, names, paths, splits)
                 + quality(f.images, entries, names, splits))
     order = {issue: k for k, issue in enumerate(ISSUES)}
+    sha = {e.path: e.sha256 for e in entries}
+    findings = [dataclasses.replace(f, sha256=sha[f.path], other_sha256=sha.get(f.other, "")) for f in findings]
     findings.sort(key=lambda f: (order[f.issue], -f.score, f.path))
     counts = {c: {name: int((labels[splits == name] == k).sum()) for name in dict.fromkeys(splits)}
               for k, c in enumerate(names)}
@@ -461,6 +465,38 @@ _EXPLAIN = {
 }
 
 
+_SCRIPT = """function csvField(v){return /[",\\r\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v}
+function decisionsCsv(){const rows=["path,action,to,sha256"],seen=new Set();
+document.querySelectorAll("select.decision").forEach(s=>{if(s.value==="keep")return;
+const v=s.value,i=v.indexOf(":"),other=v==="remove-other",path=other?s.dataset.other:s.dataset.path;
+if(seen.has(path))return;seen.add(path);
+rows.push([path,other?"remove":i<0?v:v.slice(0,i),i<0?"":v.slice(i+1),other?s.dataset.otherSha256:s.dataset.sha256].map(csvField).join(","))});return rows.join("\\n")+"\\n"}
+function chosen(){document.getElementById("chosen").textContent=decisionsCsv().trim().split("\\n").length-1}
+function decide(el){document.querySelectorAll("select.decision").forEach(s=>{if(s!==el&&s.dataset.path===el.dataset.path
+&&[...s.options].some(o=>o.value===el.value))s.value=el.value});chosen()}
+function downloadDecisions(){const a=document.createElement("a");
+a.href=URL.createObjectURL(new Blob([decisionsCsv()],{type:"text/csv"}));a.download="decisions.csv";
+document.body.appendChild(a);a.click();a.remove()}"""
+
+
+def _decision(f, classes):
+    """The finding's choice: keep, relabel (the suggested class first), or remove (quarantine);
+    for a copy, remove either file (a leak: the earlier split's copy first, keeping the test set whole)."""
+    e = html.escape
+    if f.other:
+        options = ["keep"] + (["remove-other", "remove"] if f.issue == "leak" else ["remove", "remove-other"])
+        words = {"keep": "keep both", "remove": f"remove {f.path}", "remove-other": f"remove {f.other}"}
+        options = [f'<option value="{v}">{e(words[v])}</option>' for v in options]
+    else:
+        others = sorted((c for c in classes if c != f.given), key=lambda c: c != f.suggested)
+        options = ['<option value="keep">keep</option>'] + [
+            f'<option value="relabel:{e(c)}">relabel as {e(c)}</option>' for c in others] + [
+            '<option value="remove">remove</option>']
+    return (f'<select class="decision" aria-label="decision for {e(f.path)}" data-path="{e(f.path)}" '
+            f'data-sha256="{e(f.sha256)}" data-other="{e(f.other)}" data-other-sha256="{e(f.other_sha256)}" '
+            f'onchange="decide(this)">{"".join(options)}</select>')
+
+
 def write_html(result):
     from ._io import write_text_atomic
     e = html.escape
@@ -481,6 +517,12 @@ def write_html(result):
               for c, per in result.class_counts.items()]
     parts.append("</tbody></table>")
     parts += [f'<p class="note">{e(n)}</p>' for n in result.notes]
+    classes = list(result.class_counts)
+    parts.append('<p id="decide">Choose what to do with a finding under its picture, then <button id="download" '
+                 'type="button" onclick="downloadDecisions()">download decisions.csv</button> '
+                 '(<span id="chosen">0</span> chosen) and run <code>smallvision data apply '
+                 f'{e(result.data)} decisions.csv</code>: relabelled files move to the other class folder, removed '
+                 'ones into a hidden quarantine folder; <code>--undo</code> puts everything back.</p>')
     for issue in ISSUES:
         found = result.of(issue)
         parts.append(f'<h2 id="{issue}">{e(_TITLES[issue])} ({len(found)})</h2><p class="muted">{e(_EXPLAIN[issue])}'
@@ -497,7 +539,7 @@ def write_html(result):
                 issue, f"{e(f.path)} ~ {e(f.other)}" + (f" ({e(f.split)})" if issue == "leak" else "")
                 + (" <b>labelled differently</b>" if f.detail else ""))
             parts.append(f'<div class="item{" pair" if f.other else ""}">{imgs}<br>{e(f.path)}<br>{words}<br>'
-                         f"score {f.score:.3f}</div>")
+                         f"score {f.score:.3f}<br>{_decision(f, classes)}</div>")
         parts.append("</div>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>")
     write_text_atomic(result.html, "\n".join(parts))

@@ -440,6 +440,16 @@ def add_data(sub):
     c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=data_check)
 
+    a = _verb(what, "apply", "relabel or quarantine files as an audit's decisions file says; --undo puts them back", """
+  smallvision data apply photos decisions.csv --dry-run   # what would move, and what is refused
+  smallvision data apply photos decisions.csv             # relabel / quarantine into photos/.smallvision/
+  smallvision data apply photos --undo                    # the latest apply, undone exactly""")
+    a.add_argument("data")
+    a.add_argument("decisions", nargs="?", help="CSV with path,action,to,sha256 (audit.html's download)")
+    a.add_argument("--undo", action="store_true", help="move back what the latest apply moved")
+    a.add_argument("--dry-run", action="store_true", help="check every line and say what would move; move nothing")
+    a.set_defaults(func=data_apply)
+
 
 def data_get(args):
     r = _api().data_get(args.dataset, args.to, args.source, args.url, args.sha256, args.sizes)
@@ -461,6 +471,15 @@ def data_check(args):
     report_, text = _api().data_check(args.data, args.json)
     print(text)
     return 0 if report_["usable"] else 1
+
+
+def data_apply(args):
+    api = _api()
+    if args.undo == bool(args.decisions):
+        raise SmallvisionError("data apply: give a decisions file, or --undo (not both)")
+    result = api.data_undo(args.data) if args.undo else api.data_apply(args.data, args.decisions, args.dry_run)
+    print(result.summary())
+    return 1 if result.refused else 0
 
 
 # -- explain ----------------------------------------------------------------------------------
