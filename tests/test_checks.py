@@ -67,7 +67,7 @@ def test_the_same_check_at_every_entry_point(tiny_data, tmp_path, capsys):
 LAYERS = {
     "cli": 0, "__main__": 0,
     "api": 1,
-    "runner": 2, "inference": 2, "ladder": 2, "audit": 2, "report": 2, "demo": 2, "explain.verbs": 2, "export": 2,
+    "runner": 2, "inference": 2, "ladder": 2, "audit": 2, "curve": 2, "report": 2, "demo": 2, "explain.verbs": 2, "export": 2,
     "serve": 2,
     "strategies": 3, "models": 3, "backbones": 3, "explain": 3, "plots": 3,
     "runtime": 3, "distribute": 3, "fitting": 3,

@@ -16,6 +16,7 @@ export                        :mod:`smallvision.export`
 serve, make_app               :mod:`smallvision.serve`
 ladder                        :mod:`smallvision.ladder`
 audit                         :mod:`smallvision.audit`
+curve                         :mod:`smallvision.curve`
 report, summary_table         :mod:`smallvision.report`
 explain_*                     :mod:`smallvision.explain.verbs`
 scan, data_get/split/check    :mod:`smallvision.data.tools`
@@ -46,6 +47,7 @@ _EXPORTS = {
     "data_split": ("data.tools", "data_split"), "data_check": ("data.tools", "data_check"),
     "data_apply": ("data.decisions", "apply_decisions"), "data_undo": ("data.decisions", "undo"),
     "demo": ("demo", "demo"), "audit": ("audit", "audit"),
+    "curve": ("curve", "curve"),
 }
 __all__ = sorted([*_EXPORTS, "strategies", "backbones"])
 

@@ -135,6 +135,35 @@ def audit(args):
     return 0
 
 
+def add_curve(sub):
+    p = _verb(sub, "curve", "how many images are enough: accuracy against training images per class, and what 2x "
+              "and 4x the data would give", """
+  smallvision curve data/cats_vs_dogs_small              # curve-cats_vs_dogs_small/curve.html, .md, .csv, .png
+  smallvision curve photos --fit-up-to 50 --predict 1000  # fit the small sizes only, predict 1,000 per class
+  smallvision curve photos --sizes 10 --seeds 10 --backbone efficientnet_lite2""")
+    p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
+    p.add_argument("--out", help="where the files go (default: curve-<data folder name> here)")
+    p.add_argument("--backbone", help=f"the conv base whose cached features are used (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--image-size", type=_size, help="default: the backbone's native size")
+    p.add_argument("--sizes", type=int, default=8, help="points of the geometric range (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=5, help="random draws per size (default: %(default)s)")
+    p.add_argument("--fit-up-to", type=int, metavar="N", help="fit on the sizes up to N images per class only")
+    p.add_argument("--predict", type=lambda t: [int(v) for v in t.split(",")], metavar="N[,N...]",
+                   help="images per class to predict (default: 2x and 4x the largest)")
+    p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
+    p.add_argument("--seed", type=int, default=0)
+    _runtime_arg(p)
+    p.set_defaults(func=curve)
+
+
+def curve(args):
+    result = _api().curve(args.data, out=args.out, backbone=args.backbone, image_size=args.image_size,
+                          sizes=args.sizes, seeds=args.seeds, fit_up_to=args.fit_up_to, predict=args.predict,
+                          seed=args.seed, split=args.split)
+    print(result.summary())
+    return 0
+
+
 # -- train ------------------------------------------------------------------------------------
 
 def add_train(sub):
@@ -554,7 +583,7 @@ def _missing(verb, choices):
     return handler
 
 
-VERBS = (add_demo, add_scan, add_audit, add_train, add_predict, add_export, add_serve, add_ladder, add_report, add_strategies, add_backbones,
+VERBS = (add_demo, add_scan, add_audit, add_curve, add_train, add_predict, add_export, add_serve, add_ladder, add_report, add_strategies, add_backbones,
          add_data, add_explain)
 
 
