@@ -182,3 +182,17 @@ def test_the_audit_page_in_a_real_browser(planted, tmp_path):
     applied = api.data_apply(root, tmp_path / "decisions.csv")
     assert not applied.refused and len(applied.moves) == 2
     assert (root / "train" / "discs" / "wrong.jpg").is_file() and not (root / "train" / "bars" / "leaked.jpg").exists()
+
+
+def test_a_report_links_the_audit_and_lists_the_confused_pairs(planted, tmp_path):
+    root, _, _ = planted
+    # the pointer to the latest audit lives under the cache root: audit again under this test's
+    result = api.audit(root, out=tmp_path / "audit", image_size=SIZE, progress=False)
+    run = api.train(root, "features", out=tmp_path / "runs", epochs=1, image_size=SIZE, verbose=0, progress=False)
+    page = open(api.report(run.path)["html"], encoding="utf-8").read()
+    assert "An audit of this data" in page and f'<a href="file://{result.html}">{result.html}</a>' in page
+    wrong = run.metrics.test.accuracy < 1
+    assert ('id="confused"' in page) == wrong and ("Most-confused class pairs" in page) == wrong
+    other = make_folder(tmp_path / "unaudited", size=48, splits={"train": 4, "validation": 2, "test": 2})
+    run2 = api.train(other, "features", out=tmp_path / "runs2", epochs=1, image_size=SIZE, verbose=0, progress=False)
+    assert "No audit of this data yet" in open(api.report(run2.path)["html"], encoding="utf-8").read()

@@ -65,7 +65,8 @@ def test_cli_predict_writes_csv_and_json(trained, tmp_path, capsys):
     assert cli.main(["predict", run.path, str(data / "discs"), str(broken), "--output", str(out_csv)]) == 0
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 17 and rows[-1]["error"].startswith("not an image")
-    assert set(rows[0]) == {"path", "class", "probability", "p_bars", "p_discs", "error"}
+    assert set(rows[0]) == {"path", "class", "probability", "p_bars", "p_discs", "error", "novelty", "unknown"}
+    assert rows[-1]["novelty"] == rows[-1]["unknown"] == ""  # a file that could not be read: no score
     missing = str(tmp_path / "missing.jpg")  # a path that names nothing: an error before any work
     assert cli.main(["predict", run.path, str(data / "discs"), missing, "--output", str(tmp_path / "m.csv")]) == 2
     assert f"{missing}: no such file or folder" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()

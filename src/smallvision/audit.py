@@ -38,6 +38,7 @@ import numpy as np
 
 from .checks import DEFAULT_SPLIT, check_positive, check_seed, image_size as parse_image_size, split_fractions
 from .errors import SmallvisionError
+from .novelty import NEIGHBOURS, neighbour_distance  # the outlier score is predict's novelty score
 from .progress import log
 
 ISSUES = ("label", "near_duplicate", "leak", "outlier", "quality")
@@ -51,7 +52,6 @@ COPY_NEIGHBOURS = 3
 CANDIDATE_SIMILARITY = 0.75
 COPY_SCORE = 0.80
 THUMB, THUMB_SHIFT = 32, 4
-NEIGHBOURS = 10  # the outlier score: mean cosine distance to this many nearest training images
 # flagged when the score is this many robust deviations above the data's median: set on half of the
 # planted photos of other things in bench/audit.py (their lowest: 2.97; the 5,000 photos' 99th
 # percentile: 2.23), measured on the other half
@@ -181,7 +181,42 @@ def audit(data, out=None, backbone=None, image_size=None, folds=FOLDS, seed=0, s
     os.makedirs(out, exist_ok=True)
     write_csv(result)
     write_html(result)
+    remember(result)
     return result
+
+
+def _pointer(data):
+    import hashlib
+
+    from .data.cache import default_cache_root
+    key = hashlib.sha256(os.path.abspath(data).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(default_cache_root(), "audits", key + ".json")
+
+
+def remember(result):
+    """Note where the latest audit of its data folder is (under the cache root), for the reports."""
+    from ._io import write_json_atomic
+    try:
+        os.makedirs(os.path.dirname(_pointer(result.data)), exist_ok=True)
+        write_json_atomic(_pointer(result.data), {"data": os.path.abspath(result.data), "folder": result.folder,
+                                                  "written": time.strftime("%Y-%m-%d %H:%M"),
+                                                  "counts": result.counts()})
+    except OSError:
+        pass  # a read-only cache: the reports just do not link it
+
+
+def latest_audit(data):
+    """``{"data", "folder", "written", "counts", "html"}`` of the latest audit of ``data`` whose page
+    is still there, or None."""
+    from ._io import read_json
+    try:
+        found = read_json(_pointer(data))
+    except (OSError, ValueError):
+        return None
+    page = os.path.join(str(found.get("folder", "")), "audit.html")
+    if found.get("data") != os.path.abspath(data) or not os.path.isfile(page):
+        return None
+    return dict(found, html=page)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,21 +354,6 @@ def copies(x, entries, names, splits, images=None):
         out.append(Finding(entries[b].path, issue, round(sim, 4), names[entries[b].label], other=entries[a].path,
                            split=str(splits[b]) if issue == "near_duplicate" else f"{splits[b]}<-{splits[a]}",
                            detail="other class" if entries[a].label != entries[b].label else ""))
-    return out
-
-
-def neighbour_distance(x, reference, k=NEIGHBOURS, same=None, block=1024):
-    """Mean cosine distance of each unit row of ``x`` to its ``k`` nearest rows of ``reference``;
-    ``same[i]``: the index of row i itself in ``reference`` (left out), or -1."""
-    k = max(1, min(k, len(reference) - 1))
-    out = np.zeros(len(x))
-    for start in range(0, len(x), block):
-        d = 1 - x[start:start + block] @ reference.T
-        if same is not None:
-            rows = np.arange(d.shape[0])
-            own = same[start:start + block]
-            d[rows[own >= 0], own[own >= 0]] = np.inf
-        out[start:start + block] = np.sort(np.partition(d, k - 1, axis=1)[:, :k], axis=1).mean(axis=1)
     return out
 
 

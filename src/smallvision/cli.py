@@ -314,14 +314,19 @@ def _write_rows(path, rows):
             json.dump(rows, f, indent=2)
         return
     classes = sorted({c for r in rows if r["probabilities"] for c in r["probabilities"]})
+    novelty = any("novelty" in r for r in rows)  # a run trained before novelty: no such columns
+
+    def blank(v):
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else v
     # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
     with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "class", "probability"] + [f"p_{c}" for c in classes] + ["error"])
+        w.writerow(["path", "class", "probability"] + [f"p_{c}" for c in classes] + ["error"]
+                   + (["novelty", "unknown"] if novelty else []))
         for r in rows:
             probs = r["probabilities"] or {}
-            w.writerow([r["path"], r["class"] or "", r["probability"] if r["probability"] is not None else ""]
-                       + [probs.get(c, "") for c in classes] + [r["error"] or ""])
+            w.writerow([r["path"], r["class"] or "", blank(r["probability"])] + [probs.get(c, "") for c in classes]
+                       + [r["error"] or ""] + ([blank(r.get("novelty")), blank(r.get("unknown"))] if novelty else []))
 
 
 def predict(args):
@@ -331,8 +336,13 @@ def predict(args):
         print(f"wrote {len(rows)} predictions to {args.output}")
     else:
         for r in rows:
-            print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}" if r["error"] is None
+            mark = f"\tUNKNOWN: unlike its training images (novelty {r['novelty']:.3f})" if r.get("unknown") else ""
+            print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}{mark}" if r["error"] is None
                   else f"{r['path']}\terror: {r['error']}")
+        unknown = sum(bool(r.get("unknown")) for r in rows)
+        if unknown:
+            print(f"{unknown} of {len(rows)} images look unlike anything the model was trained on: its answer for "
+                  "them is a guess", file=sys.stderr)
     bad = sum(r["error"] is not None for r in rows)
     if bad:
         print(f"{bad} of {len(rows)} files could not be classified", file=sys.stderr)

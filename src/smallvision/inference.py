@@ -23,6 +23,17 @@ class OpenModel:
     class_names: list
     spec: DecodeSpec  # how to decode an image file for it
     source: str  # the model file
+    novelty: object = None  # a run's novelty.Novelty (None: a run written before it, or a bare file)
+
+    def outputs(self, out):
+        """``(probabilities, [(novelty, unknown)] or None)`` from what its runner returned (with a
+        novelty, the runner's model also returns the embedding, after the classifier's outputs)."""
+        from .labels import as_probabilities
+        out = np.asarray(out)
+        if self.novelty is None:
+            return as_probabilities(out, len(self.class_names)), None
+        width = int(self.model.output_shape[-1])
+        return as_probabilities(out[:, :width], len(self.class_names)), self.novelty.rows(out[:, width:])
 
     @property
     def description(self):
@@ -40,10 +51,14 @@ def open_model(source):
 
 
 def _load(where):
+    from .novelty import Novelty
     model = load_model(where.model_path)
     c = where.config
     if c is not None:
-        return OpenModel(model, list(c.class_names), DecodeSpec(*c.image_size, c.crop_to_aspect), where.model_path)
+        run_dir = os.path.dirname(os.path.abspath(where.model_path))
+        novelty = Novelty.load(run_dir) if os.path.basename(where.model_path) == "model.keras" else None
+        return OpenModel(model, list(c.class_names), DecodeSpec(*c.image_size, c.crop_to_aspect), where.model_path,
+                         novelty)
     _, h, w, _ = model.input_shape
     return OpenModel(model, generic_names(model.output_shape[-1]), DecodeSpec(h, w), where.model_path)
 
@@ -59,8 +74,11 @@ def open_for_classifying(source, where=None, count=None):
         return opened, opened.runner, None
     where = where or resolve_model(source)
     opened = _load(where)
-    return opened, frozen_runner(opened.model, model_key(where.model_path), count=count, what=where.model_path), \
-        opened.model
+    key, model = model_key(where.model_path), opened.model
+    if opened.novelty is not None:  # one model, one output: [the classifier's | the embedding]
+        from .novelty import with_embedding
+        key, model = key + "-embedding", (lambda: with_embedding(opened.model, opened.novelty.backbone or None)[0])
+    return opened, frozen_runner(model, key, count=count, what=where.model_path), opened.model
 
 
 def read_one(path, spec):
@@ -91,8 +109,13 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
     (:mod:`smallvision.runtime`: exported to ONNX once per model file when there are enough
     files to repay it, else Keras).
 
+    A run trained by this version also says how unlike its training images each image is
+    (:mod:`smallvision.novelty`): ``novelty`` (the score) and ``unknown`` (above the threshold
+    calibrated on its validation images: likely a photo of none of its classes).
+
     Returns:
-        A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}), ``error``.
+        A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}),
+        ``error``; and ``novelty``, ``unknown`` for a run that has them.
     """
     from .labels import as_probabilities
     from .runtime import is_export, run_batches
@@ -104,12 +127,15 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
             print(f"warning {path}: {message}", file=sys.stderr)
     opened, runner, _ = open_for_classifying(source, where, count=len(files) * (2 if tta else 1))
     spec, class_names = opened.spec, opened.class_names
+    has_novelty = getattr(opened, "novelty", None) is not None
+
+    outputs = getattr(opened, "outputs", None) or (lambda out: (as_probabilities(out, len(class_names)), None))
 
     def classify(images):
-        out = run_batches(runner, images, batch_size)
-        if tta:  # the mirror image: the chapter's RandomFlip("horizontal") direction
-            out = (out + run_batches(runner, np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
-        return as_probabilities(out, len(class_names))
+        probs, novelty = outputs(run_batches(runner, images, batch_size))
+        if tta:  # the mirror image: the chapter's RandomFlip("horizontal") direction (novelty: of the image)
+            probs = (probs + outputs(run_batches(runner, np.ascontiguousarray(images[:, :, ::-1]), batch_size))[0]) / 2
+        return probs, novelty
 
     def decode(path):
         try:
@@ -127,18 +153,21 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
             # the next chunk decodes while this one runs through the model
             pending = [pool.submit(decode, path) for path in chunks[n + 1]] if n + 1 < len(chunks) else []
             ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
-            probs = classify(np.stack([decoded[i][0] for i in ok])) if ok else []
+            probs, novelty = classify(np.stack([decoded[i][0] for i in ok])) if ok else ([], None)
             p_of = dict(zip(ok, probs))
+            n_of = dict(zip(ok, novelty)) if novelty is not None else {}
             for i, path in enumerate(part):
                 if i in p_of:
                     p = p_of[i]
                     k = int(np.argmax(p))
-                    rows.append({"path": path, "class": class_names[k], "probability": round(float(p[k]), 5),
-                                 "probabilities": {c: round(float(v), 5) for c, v in zip(class_names, p)},
-                                 "error": None})
+                    row = {"path": path, "class": class_names[k], "probability": round(float(p[k]), 5),
+                           "probabilities": {c: round(float(v), 5) for c, v in zip(class_names, p)}, "error": None}
                 else:
-                    rows.append({"path": path, "class": None, "probability": None, "probabilities": None,
-                                 "error": decoded[i][1]})
+                    row = {"path": path, "class": None, "probability": None, "probabilities": None,
+                           "error": decoded[i][1]}
+                if has_novelty:
+                    row["novelty"], row["unknown"] = n_of.get(i, (None, None))
+                rows.append(row)
             bar.update(len(part))
     bar.close()
     return rows

@@ -260,6 +260,8 @@ class Learner:
         if config.refit:
             with _recorded_failures(run, before, t0):
                 self.refit(state)
+        with _recorded_failures(run, before, t0):
+            self.novelty()
         run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
                        epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
         return run
@@ -338,6 +340,18 @@ class Learner:
                       self._eval_batch(inputs),
                       {"epochs": plan["epochs"], "stages": dict(plan["stages"]) if len(self.stages) > 1 else None,
                        "trained_on": ["train", "validation"], "images": len(merged.labels["train"])})
+
+    def novelty(self):
+        """``novelty.npz`` for the published model.keras (:mod:`smallvision.novelty`): from the
+        features cache when the strategy's base is frozen, else through the network."""
+        from . import novelty
+        from .runs import load_model
+        from .strategies.features import cached_features
+        o = self.strategy.pooled_features(self.spec.options)
+        pooled = cached_features(self.prep, o, self.progress) if o is not None else None
+        model = load_model(self.run.file("model.keras")) if pooled is None else None
+        novelty.fit(self.run.path, model, self.strategy.backbone(self.spec.options), self.prep.images["train"],
+                    self.prep.images["validation"], pooled, self.spec.seed)
 
     def _eval_batch(self, inputs, dev=distribute.ONE):
         """Evaluation batch size: large on cached feature vectors (the result does not depend on it:

@@ -6,6 +6,7 @@ HTTP API and a small page, on Starlette and uvicorn.
     GET  /health     {"status": "ok", "model": ..., "classes": [...], "input": [h, w]}
     POST /predict    one or more images: multipart (any file fields) or a raw image body
                      -> {"predictions": [{"class", "probability", "probabilities"}, ...]}
+                     (a run with a novelty: also "novelty" and "unknown", see smallvision.novelty)
     POST /heatmap    one image -> image/png: the image | its Grad-CAM heatmap (Keras models)
     GET  /           a page: pick or drop a photo, see the class, its probability as a bar,
                      and the heatmap
@@ -95,12 +96,20 @@ class Service:
         self.name = os.path.basename(os.path.normpath(source)) if self.keras_model is not None else \
             f"{opened.format} export"
         self.class_names, self.spec = list(opened.class_names), opened.spec
+        self.novelty = getattr(opened, "novelty", None)
+        self.outputs = opened.outputs if self.novelty is not None else None
         self.classify(np.zeros((1,) + self.spec.shape, np.uint8))  # warm: the first call compiles
 
     def classify(self, images):
+        """``[n, classes]`` probabilities, or with a novelty ``[n, classes + 2]``: then the last two
+        columns are the novelty score and whether it is unknown (so that a batch stays one array)."""
         from .labels import as_probabilities
         from .runtime import run_batches
-        return as_probabilities(run_batches(self.runner, images), len(self.class_names))
+        out = run_batches(self.runner, images)
+        if self.outputs is None:
+            return as_probabilities(out, len(self.class_names))
+        probs, novelty = self.outputs(out)
+        return np.column_stack([probs, np.array(novelty, np.float64).reshape(len(probs), 2)]) if novelty else probs
 
     def heatmap(self, image):
         """PNG bytes: the image | the image with its Grad-CAM heatmap (for the predicted class)."""
@@ -118,9 +127,13 @@ class Service:
             raise _Refused(400, f"{what}: {e}") from None
 
     def row(self, p):
-        k = int(np.argmax(p))
-        return {"class": self.class_names[k], "probability": round(float(p[k]), 5),
-                "probabilities": {c: round(float(v), 5) for c, v in zip(self.class_names, p)}}
+        n = len(self.class_names)
+        k = int(np.argmax(p[:n]))
+        row = {"class": self.class_names[k], "probability": round(float(p[k]), 5),
+               "probabilities": {c: round(float(v), 5) for c, v in zip(self.class_names, p[:n])}}
+        if self.novelty is not None:
+            row["novelty"], row["unknown"] = round(float(p[n]), 4), bool(p[n + 1])
+        return row
 
 
 def form_files(content_type, data, max_files=MAX_BATCH):
@@ -282,7 +295,7 @@ body{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0
 .row{display:flex;gap:.5rem;align-items:center;margin:.2rem 0}.row span{width:8rem}
 .track{flex:1;background:#eee;border-radius:3px}
 img{max-width:100%;margin-top:1rem}
-#error{color:#b00}
+#error{color:#b00}.unknown{background:#fff3cd;border:1px solid #e0c060;padding:.4em .6em}
 </style></head><body>
 <h1>__TITLE__</h1>
 <p>Classes: <span id="classes"></span></p>
@@ -291,6 +304,7 @@ img{max-width:100%;margin-top:1rem}
 <input id="file" type="file" accept="image/*" hidden></label></div>
 <p id="error"></p>
 <h2 id="answer"></h2>
+<p id="unknown" class="unknown" hidden></p>
 <div id="bars"></div>
 <img id="heatmap" alt="">
 <script>
@@ -305,6 +319,7 @@ function headers() {
 async function classify(f) {
   const err = document.getElementById("error"), answer = document.getElementById("answer");
   const bars = document.getElementById("bars"), heat = document.getElementById("heatmap");
+  document.getElementById("unknown").hidden = true;
   err.textContent = ""; answer.textContent = "…"; bars.textContent = ""; heat.removeAttribute("src");
   const form = new FormData(); form.append("file", f);
   const r = await fetch("predict", {method: "POST", body: form, headers: headers()});
@@ -313,6 +328,10 @@ async function classify(f) {
   const p = j.predictions[0];
   answer.textContent = p["class"] + " (" + (100 * p.probability).toFixed(1) + " %)";
   answer.dataset.class = p["class"];
+  const unknown = document.getElementById("unknown");
+  unknown.hidden = !p.unknown;
+  if (p.unknown) unknown.textContent = "This looks unlike anything the model was trained on (novelty " +
+    p.novelty.toFixed(3) + "): its answer is a guess.";
   for (const [c, v] of Object.entries(p.probabilities)) {
     const row = document.createElement("div"); row.className = "row";
     const name = document.createElement("span"); name.textContent = c;

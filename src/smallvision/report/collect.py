@@ -12,6 +12,9 @@ from ..runs import Run
 WRONG = 12  # test images in the "most wrong" grid
 
 
+CONFUSED = 10  # class pairs listed
+
+
 def _mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -102,6 +105,18 @@ def _most_wrong(item, n=WRONG):
     return [dict(r, file=r["path"] if os.path.isabs(r["path"]) else os.path.join(data, r["path"])) for r in rows[:n]]
 
 
+def most_confused(item, n=CONFUSED):
+    """The best run's test confusions, most first: ``[(true, predicted, images, share of true)]``."""
+    m = item["metrics"].test
+    if not m or not m.n:
+        return []
+    names = list(item["config"].class_names)
+    cm = m.confusion_matrix
+    pairs = [(names[i], names[j], int(cm[i][j]), cm[i][j] / max(sum(cm[i]), 1))
+             for i in range(len(names)) for j in range(len(names)) if i != j and cm[i][j]]
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))[:n]
+
+
 def collect(path):
     """A ladder folder (``ladder.json``) or a run folder (``config.json``) -> report contents."""
     path = os.fspath(path)
@@ -124,6 +139,8 @@ def collect(path):
         groups.setdefault(item["strategy"], []).append(item)
     best = max(items, key=lambda i: (accuracy(i["metrics"].validation) or 0,
                                      -((i["metrics"].validation.loss if i["metrics"].validation else 0) or 0)))
+    from ..audit import latest_audit
     return dict(title=title, path=path, ladder=meta, items=items, pending=pending,
                 rows=[_strategy_row(g) for g in groups.values()], groups=groups,
-                data=_data_summary(items[0]), best=best, wrong=_most_wrong(best))
+                data=_data_summary(items[0]), best=best, wrong=_most_wrong(best),
+                confused=most_confused(best), audit=latest_audit(items[0]["config"].data))

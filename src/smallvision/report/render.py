@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import html
 import os
+import pathlib
 import re
 
 from ..plots import curves_png, grid_png, overlay_png
@@ -77,6 +78,8 @@ class Heading:
 @dataclasses.dataclass(frozen=True)
 class Paragraph:
     text: str
+    href: str | None = None  # the whole paragraph links here
+    link: str | None = None  # the linked words (default: the whole text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,10 @@ def blocks(report):
                   for n, c in m.per_class.items()], None)]
 
     best = report["best"]
+    if report["confused"]:
+        out += [Heading(2, f"Most-confused class pairs (test, {best['name']})"),
+                Table(["true class", "predicted as", "test images", "share of the true class"],
+                      [[t, p, str(k), f"{100 * share:.1f} %"] for t, p, k, share in report["confused"]], "confused")]
     if report["wrong"]:
         items = [(_thumbnail(r["file"]), f"{os.path.basename(r['path'])}\ntrue {r['true']}, predicted "
                   f"{r['predicted']}\np={r['probability']:.3f}, loss {r['loss']:.2f}") for r in report["wrong"]]
@@ -159,9 +166,19 @@ def blocks(report):
 
     d = report["data"]
     order = ("train", "validation", "test", "all")
+    audit = report.get("audit")
+    if audit:
+        counts = ", ".join(f"{n} {k}" for k, n in audit.get("counts", {}).items())
+        audit_block = Paragraph(f"An audit of this data ({audit['written']}: {counts}) is at {audit['html']}: look at "
+                                "its findings before trusting the figures.", href=pathlib.Path(audit["html"]).as_uri(),
+                                link=audit["html"])
+    else:
+        audit_block = Paragraph(f"No audit of this data yet: smallvision audit {d['data']} looks for wrong labels, "
+                                "near-copies across splits and photos of something else.")
     splits = sorted(d["counts"], key=lambda s: order.index(s) if s in order else len(order))
     out += [Heading(2, "Data"),
             Paragraph(f"{len(d['class_names'])} classes; splits {d['split_origin'] or 'made by smallvision'}."),
+            audit_block,
             Table(["class"] + splits, [[n] + [str(d["counts"][s][i]) for s in splits]
                                            for i, n in enumerate(d["class_names"])], "counts")]
     if d["rejects"]:
@@ -198,7 +215,8 @@ def markdown(content, assets):
         if isinstance(block, Heading):
             lines += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Paragraph):
-            lines += [block.text, ""]
+            words = block.link or block.text
+            lines += [block.text.replace(words, f"[{words}]({block.href})", 1) if block.href else block.text, ""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(map(_md_cell, block.header)) + " |")
             lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(block.header))) + "|")
@@ -218,7 +236,10 @@ def html_page(content, title):
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{e(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
-            parts.append(f"<p>{e(block.text)}</p>")
+            words = block.link or block.text
+            text = e(block.text).replace(e(words), f'<a href="{e(block.href)}">{e(words)}</a>', 1) if block.href \
+                else e(block.text)
+            parts.append(f"<p>{text}</p>")
         elif isinstance(block, Table):
             ident = f' id="{block.id}"' if block.id else ""
             parts.append(f'<div class="table"><table{ident}><thead><tr>'

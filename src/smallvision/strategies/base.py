@@ -94,6 +94,12 @@ class Strategy:
         trained in the stage named ``stage``; default: as trained."""
         return model
 
+    def pooled_features(self, options):
+        """The options of the cached pooled features that equal this run's novelty embedding (a
+        frozen base: :mod:`smallvision.novelty` reads them instead of running the network), or
+        None: computed from the images."""
+        return None
+
     def stages(self, spec, num_classes):
         """``[Stage]`` to train through; default: one stage, "train", of ``spec.epochs`` epochs."""
         return [Stage("train", spec.epochs, None)]

@@ -185,6 +185,10 @@ class Finetune(pretrained.Pretrained):
             return start[0].backbone(start[1])
         return backbone_of(_load_start(o.start)) if o.start else super().backbone(o)
 
+    def pooled_features(self, o):
+        """None: the fine-tuned base no longer gives the cached features (novelty runs the network)."""
+        return None
+
     def describe_head(self, o):
         """The start run's head (followed back through a chain of finetune runs)."""
         start = self.start_run(o)

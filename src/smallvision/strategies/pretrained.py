@@ -52,6 +52,10 @@ class Pretrained(Strategy):
     def backbone(self, o):
         return o.backbone
 
+    def pooled_features(self, o):
+        """The frozen base's output, as the features cache holds it (maps are pooled by novelty)."""
+        return o.base
+
     def describe_head(self, o):
         return f"{o.head}, {o.classifier}"
 
