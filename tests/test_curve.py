@@ -6,7 +6,7 @@ from conftest import make_folder
 from smallvision import api, cli
 from smallvision.curve import Point, extrapolate
 from smallvision.errors import SmallvisionError
-from test_audit import varied_folder
+from test_audit import one_error, varied_folder
 
 SIZE = 64
 
@@ -76,3 +76,20 @@ def test_bad_input_is_one_line(tmp_path, measured, capsys):
         else:
             assert code == 2
     assert "Received" in capsys.readouterr().err
+
+
+def test_hostile_files_are_skipped_and_three_images_are_one_line(tmp_path, capsys):
+    import os
+    data = varied_folder(tmp_path / "h", {"train": 6, "test": 3}, seed=9)
+    os.mkfifo(data / "train" / "bars" / "pipe.jpg")
+    (data / "train" / "discs" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    r = api.curve(data, out=tmp_path / "o", image_size=SIZE, sizes=3, seeds=2, progress=False)
+    os.remove(data / "train" / "bars" / "pipe.jpg")
+    os.remove(data / "train" / "discs" / "cut.jpg")
+    clean = api.curve(data, out=tmp_path / "c", image_size=SIZE, sizes=3, seeds=2, progress=False)
+    assert r.points == clean.points  # the pipe and the truncated file were the scan's rejects, nothing else
+    three = make_folder(tmp_path / "three", per_class=2, size=48)
+    os.remove(sorted((three / "bars").iterdir())[0])
+    assert cli.main(["curve", str(three), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert one_error(err) and "too few images" in err

@@ -42,7 +42,7 @@ from .progress import log
 
 SIZES = 8  # points of the geometric range
 SEEDS = 5  # draws per size
-SMALLEST = 5  # images per class at the first point (fewer when a class has fewer)
+SMALLEST = 5  # images per class at the first point (fewer when the largest class has fewer than 15)
 C = 3.0  # the regression's regularisation on unit-length features (as the audit's out-of-fold one)
 BOOTSTRAP = 200
 LEVEL = 0.90  # the interval's coverage
@@ -143,12 +143,16 @@ def curve(data, out=None, backbone=None, image_size=None, sizes=SIZES, seeds=SEE
         raise SmallvisionError(f"{data}: too few images for a curve (needs 2 training images of every class and a "
                                f"{held_name} split; has {dict(zip(f.names, per_class.tolist()))})")
     largest = int(per_class.max())
-    grid = sorted({int(round(v)) for v in np.geomspace(min(SMALLEST, largest), largest, sizes)})
+    smallest = min(SMALLEST, max(1, largest // 3))  # a small class set still gets a range
+    grid = sorted({int(round(v)) for v in np.geomspace(smallest, largest, sizes)})
     if progress:
         log(f"curve: {len(grid)} sizes x {seeds} draws on {len(train)} training images, "
             f"{held_name} accuracy on {len(held)}")
     points = tuple(measure(f.x, f.labels, train, held, grid, range(seed, seed + seeds)))
     fit_on = [p for p in points if fit_up_to is None or p.size <= fit_up_to]
+    if len(fit_on) < 3 and fit_up_to is None:
+        raise SmallvisionError(f"{data}: only {len(points)} sizes between {smallest} and {largest} training images "
+                               "per class; a curve needs 3 (more images, or --sizes)")
     if len(fit_on) < 3:
         raise SmallvisionError(f"fit_up_to={fit_up_to}: leaves {len(fit_on)} sizes to fit (needs 3; the sizes are "
                                f"{', '.join(str(p.size) for p in points)})")
