@@ -23,7 +23,7 @@ a later ``features`` run, or a second audit, starts warm):
 ::
 
     <out>/                 (--out; default: audit-<DATA's name> in the current folder)
-      audit.csv            one row per finding: path,issue,score,given,suggested,other,split,detail
+      audit.csv            one row per finding: path,issue,score,given,suggested,other,split,detail,sha256,other_sha256
       audit.html           one self-contained page: the summary, then a gallery per kind of finding
 """
 import base64

@@ -260,8 +260,11 @@ class Learner:
         if config.refit:
             with _recorded_failures(run, before, t0):
                 self.refit(state)
-        with _recorded_failures(run, before, t0):
+        try:
             self.novelty()
+        except Exception as e:  # an extra: the run is finished and usable without it (predict omits the fields)
+            log(f"warning: {run.path}: no novelty.npz ({type(e).__name__}: {str(e)[:200]}); predict will not say "
+                "which images look unlike the training images")
         run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
                        epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
         return run
