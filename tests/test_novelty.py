@@ -103,3 +103,15 @@ def test_serve_answers_the_same_fields(trained):
         assert g["unknown"] == e["unknown"] and g["novelty"] == pytest.approx(e["novelty"], abs=2e-3)
     assert got["predictions"][0]["unknown"] is True
     assert 'id="unknown"' in client.get("/").text
+
+
+def test_a_model_it_cannot_tap_classifies_as_before(trained, monkeypatch, capsys):
+    import smallvision.novelty as novelty
+    run, _, other, _ = trained
+
+    def refuse(*a, **k):
+        raise ValueError("not a chain of layers")
+    monkeypatch.setattr(novelty, "with_embedding", refuse)
+    row = api.predict(run.path, [str(other)], progress=False)[0]
+    assert "novelty" not in row and row["class"] in ("bars", "discs")
+    assert "no novelty (ValueError: not a chain of layers)" in capsys.readouterr().err

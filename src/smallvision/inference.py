@@ -77,7 +77,11 @@ def open_for_classifying(source, where=None, count=None):
     key, model = model_key(where.model_path), opened.model
     if opened.novelty is not None:  # one model, one output: [the classifier's | the embedding]
         from .novelty import with_embedding
-        key, model = key + "-embedding", (lambda: with_embedding(opened.model, opened.novelty.backbone or None)[0])
+        try:
+            key, model = key + "-embedding", with_embedding(opened.model, opened.novelty.backbone or None)[0]
+        except Exception as e:  # a model this version cannot tap: classify as before, without the fields
+            print(f"warning {where.model_path}: no novelty ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+            opened.novelty = None
     return opened, frozen_runner(model, key, count=count, what=where.model_path), opened.model
 
 
