@@ -1,4 +1,6 @@
 """smallvision curve: the points, the files, the fit (on a known curve), and bad input."""
+import os
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,8 @@ def test_bad_input_is_one_line(tmp_path, measured, capsys):
         f.unlink()
     with pytest.raises(SmallvisionError, match="too few images for a curve"):
         api.curve(small, out=tmp_path / "s", image_size=SIZE, progress=False)
+    with pytest.raises(SmallvisionError, match="inside the data folder"):  # the next scan would see a class
+        api.curve(measured.data, out=os.path.join(measured.data, "curve"), progress=False)
     with pytest.raises(SmallvisionError, match="leaves 1 sizes to fit"):
         api.curve(measured.data, out=tmp_path / "f", image_size=SIZE, sizes=4, fit_up_to=5, progress=False)
     for bad in (["--sizes", "0"], ["--seeds", "-1"], ["--predict", "x"]):

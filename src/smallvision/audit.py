@@ -148,19 +148,12 @@ def audit(data, out=None, backbone=None, image_size=None, folds=FOLDS, seed=0, s
         An :class:`Audit`.
     """
     t0 = time.perf_counter()
-    data = os.fspath(data)
-    if not os.path.isdir(data):
-        raise SmallvisionError(f"{data}: no such data folder")
+    data, out = data_and_out(data, out, "audit")
     folds = check_positive("folds", folds, integer=True)
     if folds < 2:
         raise SmallvisionError(f"folds must be at least 2. Received: folds={folds}")
     seed = check_seed(seed)
     fractions = split_fractions(split)
-    out = os.path.abspath(out or os.path.join(os.getcwd(), "audit-" + os.path.basename(os.path.normpath(
-        os.path.abspath(data)))))
-    root = os.path.abspath(data)
-    if out == root or out.startswith(root + os.sep):
-        raise SmallvisionError(f"{out}: inside the data folder {data}; the audit writes elsewhere (--out)")
     f = load_features(data, backbone, image_size, fractions, seed, progress)
     x, entries, splits, labels, names = f.x, f.entries, f.splits, f.labels, f.names
     paths = [e.path for e in entries]
@@ -183,6 +176,20 @@ def audit(data, out=None, backbone=None, image_size=None, folds=FOLDS, seed=0, s
     write_html(result)
     remember(result)
     return result
+
+
+def data_and_out(data, out, verb):
+    """``(data, the folder to write into)`` for a verb that reads a data folder and writes a folder of
+    its own: ``out``, or ``<verb>-<name of data>`` in the current folder; never inside ``data`` (the
+    next scan would take it for a class)."""
+    data = os.fspath(data)
+    if not os.path.isdir(data):
+        raise SmallvisionError(f"{data}: no such data folder")
+    root = os.path.abspath(data)
+    out = os.path.abspath(out or os.path.join(os.getcwd(), f"{verb}-{os.path.basename(os.path.normpath(root))}"))
+    if out == root or out.startswith(root + os.sep):
+        raise SmallvisionError(f"{out}: inside the data folder {data}; the {verb} writes elsewhere (--out)")
+    return data, out
 
 
 def _pointer(data):

@@ -110,21 +110,29 @@ def scan(args):
 
 # -- audit ------------------------------------------------------------------------------------
 
+def _on_features(p, files, verb):
+    """The arguments of a verb that reads DATA's cached features and writes a folder of files."""
+    p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
+    p.add_argument("--out", help=f"where {files} go (default: {verb}-<data folder name> here; never inside DATA)")
+    p.add_argument("--backbone", help=f"the conv base whose cached features are used (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--image-size", type=_size, help="default: the backbone's native size")
+
+
+def _split_seed(p):
+    p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
+    p.add_argument("--seed", type=int, default=0)
+    _runtime_arg(p)
+
+
 def add_audit(sub):
     p = _verb(sub, "audit", "what a pretrained network's features say about the data: wrong labels, near-copies "
               "and leaks across splits, photos of something else, poor images", """
   smallvision audit data/cats_vs_dogs_small         # audit-cats_vs_dogs_small/audit.csv and audit.html
   smallvision audit photos --out checks/photos --backbone efficientnet_lite2
   smallvision audit photos --split 0.8,0.1,0.1 --seed 1    # the split as a later train would make it""")
-    p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    p.add_argument("--out", help="where audit.csv and audit.html go (default: audit-<data folder name> here; never "
-                   "inside DATA)")
-    p.add_argument("--backbone", help=f"the conv base whose cached features are used (default: {DEFAULT_BACKBONE})")
-    p.add_argument("--image-size", type=_size, help="default: the backbone's native size")
+    _on_features(p, "audit.csv and audit.html", "audit")
     p.add_argument("--folds", type=int, default=5, help="K of the out-of-fold probabilities (default: %(default)s)")
-    p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
-    p.add_argument("--seed", type=int, default=0)
-    _runtime_arg(p)
+    _split_seed(p)
     p.set_defaults(func=audit)
 
 
@@ -141,18 +149,13 @@ def add_curve(sub):
   smallvision curve data/cats_vs_dogs_small              # curve-cats_vs_dogs_small/curve.html, .md, .csv, .png
   smallvision curve photos --fit-up-to 50 --predict 1000  # fit the small sizes only, predict 1,000 per class
   smallvision curve photos --sizes 10 --seeds 10 --backbone efficientnet_lite2""")
-    p.add_argument("data", help="folder with one sub-folder per class (or train/ validation/ test/)")
-    p.add_argument("--out", help="where the files go (default: curve-<data folder name> here)")
-    p.add_argument("--backbone", help=f"the conv base whose cached features are used (default: {DEFAULT_BACKBONE})")
-    p.add_argument("--image-size", type=_size, help="default: the backbone's native size")
+    _on_features(p, "curve.html, .md, .csv and .png", "curve")
     p.add_argument("--sizes", type=int, default=8, help="points of the geometric range (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="random draws per size (default: %(default)s)")
     p.add_argument("--fit-up-to", type=int, metavar="N", help="fit on the sizes up to N images per class only")
     p.add_argument("--predict", type=lambda t: [int(v) for v in t.split(",")], metavar="N[,N...]",
                    help="images per class to predict (default: 2x and 4x the largest)")
-    p.add_argument("--split", default=SPLIT_TEXT, help="train,validation,test fractions without split folders")
-    p.add_argument("--seed", type=int, default=0)
-    _runtime_arg(p)
+    _split_seed(p)
     p.set_defaults(func=curve)
 
 

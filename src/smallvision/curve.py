@@ -107,7 +107,8 @@ def curve(data, out=None, backbone=None, image_size=None, sizes=SIZES, seeds=SEE
 
     Args:
         data: folder with one sub-folder per class, or train/ validation/ test/ holding them.
-        out: the folder to write into (default: ``curve-<name of data>`` in the current folder).
+        out: the folder to write into (default: ``curve-<name of data>`` in the current folder);
+            never inside ``data``.
         backbone, image_size: the features' backbone and decode size (default: the ``features``
             strategy's).
         sizes: points of the geometric range from :data:`SMALLEST` to every training image.
@@ -120,11 +121,9 @@ def curve(data, out=None, backbone=None, image_size=None, sizes=SIZES, seeds=SEE
     Returns:
         A :class:`Curve`.
     """
-    from .audit import load_features
+    from .audit import data_and_out, load_features
     t0 = time.perf_counter()
-    data = os.fspath(data)
-    if not os.path.isdir(data):
-        raise SmallvisionError(f"{data}: no such data folder")
+    data, out = data_and_out(data, out, "curve")
     sizes = check_positive("sizes", sizes, integer=True)
     seeds = check_positive("seeds", seeds, integer=True)
     seed = check_seed(seed)
@@ -132,8 +131,6 @@ def curve(data, out=None, backbone=None, image_size=None, sizes=SIZES, seeds=SEE
     if fit_up_to is not None:
         fit_up_to = check_positive("fit_up_to", fit_up_to, integer=True)
     predict = [check_positive("predict", p, integer=True) for p in (predict or [])]
-    out = os.path.abspath(out or os.path.join(os.getcwd(), "curve-" + os.path.basename(os.path.normpath(
-        os.path.abspath(data)))))
     f = load_features(data, backbone, image_size, fractions, seed, progress)
     train = np.flatnonzero(f.splits == "train")
     held_name = "test" if (f.splits == "test").any() else "validation"

@@ -193,16 +193,21 @@ def _logs(data):
     return [os.path.join(folder, n) for n in names]
 
 
+def _makedirs(data, folder, made):
+    """Make ``folder`` (absolute, inside ``data``) and its missing parents; note each one made in
+    ``made`` (relative to ``data``), so that an undo removes exactly those."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for f in reversed(missing):
+        os.mkdir(f)
+        made.append(os.path.relpath(f, data).replace(os.sep, "/"))
+
+
 def _move(data, source, target, made):
     src, dst = (os.path.join(data, *p.split("/")) for p in (source, target))
-    parent = os.path.dirname(dst)
-    missing = []
-    while not os.path.isdir(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    for folder in reversed(missing):
-        os.mkdir(folder)
-        made.append(os.path.relpath(folder, data).replace(os.sep, "/"))
+    _makedirs(data, os.path.dirname(dst), made)
     os.rename(src, dst)  # same file system: the bytes and the modification time stay
 
 
@@ -214,13 +219,9 @@ def apply_decisions(data, decisions, dry_run=False):
     moves, refused = plan(data, read_decisions(decisions))
     if dry_run or not moves:
         return Applied(data, tuple(moves), tuple(refused), None, dry_run=dry_run)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    logs = os.path.join(data, HIDDEN, "applied")
-    made = [] if os.path.isdir(os.path.join(data, HIDDEN)) else [HIDDEN]
-    if os.path.isdir(os.path.join(data, HIDDEN)) and not os.path.isdir(logs):
-        made.append(HIDDEN + "/applied")
-    os.makedirs(logs, exist_ok=True)
-    log = os.path.join(logs, f"{stamp}-{len(_logs(data)):04d}.json")
+    made = []
+    _makedirs(data, os.path.join(data, HIDDEN, "applied"), made)
+    log = os.path.join(data, HIDDEN, "applied", f"{time.strftime('%Y%m%d-%H%M%S')}-{len(_logs(data)):04d}.json")
     record = {"decisions": os.path.abspath(decisions), "made": made,
               "moves": [dataclasses.asdict(m) for m in moves]}
     write_json_atomic(log, record)  # before anything moves: a kill half-way can still be undone
