@@ -184,6 +184,7 @@ def test_the_audit_page_in_a_real_browser(planted, tmp_path):
     assert (root / "train" / "discs" / "wrong.jpg").is_file() and not (root / "train" / "bars" / "leaked.jpg").exists()
 
 
+@pytest.mark.slow
 def test_a_report_links_the_audit_and_lists_the_confused_pairs(planted, tmp_path):
     root, _, _ = planted
     # the pointer to the latest audit lives under the cache root: audit again under this test's

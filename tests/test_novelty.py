@@ -91,6 +91,7 @@ def test_a_scratch_run_takes_the_layer_before_the_classifier(tmp_path):
     assert "novelty" in row and row["class"] in ("bars", "discs")
 
 
+@pytest.mark.slow
 def test_serve_answers_the_same_fields(trained):
     pytest.importorskip("httpx")
     from starlette.testclient import TestClient
