@@ -72,7 +72,7 @@ LAYERS = {
     "strategies": 3, "models": 3, "backbones": 3, "explain": 3, "plots": 3,
     "runtime": 3, "distribute": 3, "fitting": 3, "novelty": 3,
     "data": 4,
-    "runs": 5, "config": 5, "metrics": 5, "labels": 5, "labelsfile": 5, "checks": 5, "progress": 5, "_io": 5, "errors": 5,
+    "runs": 5, "client": 5, "config": 5, "metrics": 5, "labels": 5, "labelsfile": 5, "checks": 5, "progress": 5, "_io": 5, "errors": 5,
     "__init__": 5,
 }
 

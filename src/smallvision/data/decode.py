@@ -17,6 +17,9 @@ How an image becomes ``height × width × 3`` uint8:
 5. Optionally the centre is cropped to the target aspect ratio (Keras' ``crop_to_aspect_ratio``).
 6. Bilinear resize with half-pixel centres, like ``tf.image.resize`` (Keras' default).
 
+Steps 2 (the factor), 4, 5 and 6 are :mod:`smallvision.client`'s functions: that file is the
+reference client copied into every export as ``predict.py``, so a deployer decodes alike.
+
 Every byte of the entropy-coded data is decoded in step 2, so a truncated or corrupt file
 fails here: the scan uses this same decode as its integrity check.
 """
@@ -29,10 +32,10 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..client import REDUCED, finish, has_jpeg_end, reduction  # the steps the exported predict.py shares
+
 DECODER_VERSION = 1  # bump when the pixels this module produces change: it invalidates caches
 
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -86,48 +89,6 @@ class ImageInfo:
     notes: list
 
 
-def _crop_box(w, h, spec):
-    """Centre box (x0, y0, cw, ch) of the source with the target's aspect ratio."""
-    if not spec.crop_to_aspect:
-        return 0, 0, w, h
-    target = spec.width / spec.height
-    if w / h > target:
-        cw = max(1, round(h * target))
-        return (w - cw) // 2, 0, cw, h
-    ch = max(1, round(w / target))
-    return 0, (h - ch) // 2, w, ch
-
-
-def _reduction(w, h, orientation, spec):
-    """Largest power-of-two factor that keeps the (cropped) image >= the target size."""
-    if orientation in (5, 6, 7, 8):  # stored transposed: compare against the swapped target
-        w, h = h, w
-    _, _, cw, ch = _crop_box(w, h, spec)
-    f = 1
-    while f < 8 and cw // (2 * f) >= spec.width and ch // (2 * f) >= spec.height:
-        f *= 2
-    return f
-
-
-def _orient(a, orientation):
-    """Apply an EXIF orientation to an HxWxC array (same result as PIL.ImageOps.exif_transpose)."""
-    if orientation == 2:
-        return a[:, ::-1]
-    if orientation == 3:
-        return a[::-1, ::-1]
-    if orientation == 4:
-        return a[::-1]
-    if orientation == 5:
-        return a.transpose(1, 0, 2)
-    if orientation == 6:
-        return np.rot90(a, -1)
-    if orientation == 7:
-        return a[::-1, ::-1].transpose(1, 0, 2)
-    if orientation == 8:
-        return np.rot90(a, 1)
-    return a
-
-
 def _to_rgb(im):
     """Pillow image in any mode -> HxWx3 uint8 array."""
     mode = im.mode
@@ -143,22 +104,6 @@ def _to_rgb(im):
         g = np.clip(np.asarray(im, dtype=np.float32) + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     return np.asarray(im.convert("RGB"))
-
-
-def _finish(a, orientation, spec, bgr=False):
-    a = _orient(a, orientation)
-    h, w = a.shape[:2]
-    x0, y0, cw, ch = _crop_box(w, h, spec)
-    a = np.ascontiguousarray(a[y0:y0 + ch, x0:x0 + cw])
-    if a.shape[0] != spec.height or a.shape[1] != spec.width:
-        a = cv2.resize(a, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
-    if bgr:  # OpenCV decodes to BGR; swapping after the resize touches fewer pixels
-        a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
-    return a
-
-
-def _has_jpeg_end(data):
-    return data.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 def open_image(data):
@@ -199,14 +144,14 @@ def decode_bytes(data, spec):
         orientation, _ = 1, notes.append("EXIF block unreadable; orientation ignored")
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"{im.n_frames} frames; the first is used")
-    f = _reduction(w, h, orientation, spec)
+    f = reduction(w, h, orientation, spec)
     info = ImageInfo(fmt, w, h, mode, notes)
 
-    if fmt == "JPEG" and mode in ("RGB", "L") and _has_jpeg_end(data):
-        flags = _REDUCED[f] | cv2.IMREAD_IGNORE_ORIENTATION
+    if fmt == "JPEG" and mode in ("RGB", "L") and has_jpeg_end(data):
+        flags = REDUCED[f] | cv2.IMREAD_IGNORE_ORIENTATION
         a = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if a is not None:
-            return _finish(a, orientation, spec, bgr=True), info
+            return finish(a, orientation, spec, bgr=True), info
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -225,4 +170,4 @@ def decode_bytes(data, spec):
         raise BadImage(f"corrupt {fmt} data: {msg}") from None
     except Image.DecompressionBombWarning as e:
         raise BadImage(f"decompression bomb refused: {e}") from None
-    return _finish(a, orientation, spec), info
+    return finish(a, orientation, spec), info
