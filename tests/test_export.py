@@ -37,8 +37,10 @@ def test_every_format_matches_the_run_and_predict_reads_it(trained, tmp_path, fm
     result = api.export(run.path, format=fmt, out=tmp_path / fmt)
     assert result.checked == 8 and result.check_images == "validation"  # the run's 8 validation images
     assert result.max_difference <= export_mod.TOLERANCE and result.differing == 0
-    assert sorted(os.listdir(tmp_path / fmt)) == sorted(["labels.json", export_mod.FORMATS[fmt].model_file] +
-                                                         (["model.bin"] if fmt == "openvino" else []))
+    assert sorted(os.listdir(tmp_path / fmt)) == sorted(["labels.json", export_mod.FORMATS[fmt].model_file, "predict.py"]
+                                                         + (["model.bin"] if fmt == "openvino" else [])
+                                                         + (["novelty.npz"] if fmt == "onnx" else []))
+    assert result.client_checked == 8 and result.client_difference <= export_mod.TOLERANCE
     labels = json.loads((tmp_path / fmt / "labels.json").read_text())
     assert labels["class_names"] == ["bars", "discs"] and labels["format"] == fmt
     assert (labels["input"]["height"], labels["input"]["width"], labels["input"]["layout"]) == (64, 64, "NHWC")
@@ -98,9 +100,9 @@ def test_export_refuses_what_it_cannot_do_and_writes_nothing(trained, tmp_path, 
 
     real_open = export_mod.open_runner
     monkeypatch.setattr(export_mod, "open_runner", Off)
-    with pytest.raises(SmallvisionError, match=r"the onnx export differs from the Keras model on validation images "
-                                               r"\(max \|Δprobability\| 0.01 > 0.0001"):
-        api.export(run.path, out=tmp_path / "bad")
+    with pytest.raises(SmallvisionError, match=r"the openvino export differs from the Keras model on validation "
+                                               r"images \(max \|Δprobability\| 0.01 > 0.0001"):
+        api.export(run.path, format="openvino", out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 

@@ -2,8 +2,11 @@
 embedding read from the features cache equals the network's; a photo of something else is
 unknown; a run written before novelty predicts as before, without the fields."""
 import csv
+import json
 import os
 import shutil
+
+import json
 
 import numpy as np
 import pytest
@@ -106,13 +109,22 @@ def test_serve_answers_the_same_fields(trained):
     assert 'id="unknown"' in client.get("/").text
 
 
-def test_a_model_it_cannot_tap_classifies_as_before(trained, monkeypatch, capsys):
+@pytest.mark.parametrize("runtime", ["auto", "keras"])
+def test_a_model_it_cannot_tap_classifies_as_before(trained, monkeypatch, capsys, tmp_path, runtime):
+    """Both ways: the run's model.onnx written on first use without the embedding output, and Keras."""
+    import shutil
+
     import smallvision.novelty as novelty
     run, _, other, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("model.onnx", "labels.json"))
+    monkeypatch.setenv("SMALLVISION_RUNTIME", runtime)
 
     def refuse(*a, **k):
         raise ValueError("not a chain of layers")
     monkeypatch.setattr(novelty, "with_embedding", refuse)
-    row = api.predict(run.path, [str(other)], progress=False)[0]
+    row = api.predict(str(copy), [str(other)], progress=False)[0]
     assert "novelty" not in row and row["class"] in ("bars", "discs")
     assert "no novelty (ValueError: not a chain of layers)" in capsys.readouterr().err
+    assert json.loads((copy / "labels.json").read_text()).get("embedding") is None if runtime == "auto" else \
+        not (copy / "labels.json").exists()

@@ -187,3 +187,22 @@ def test_finetune_fills_the_maps_and_the_pooled_views_in_one_frozen_pass(tiny_da
         want = plain.predict_on_batch(np.stack([prep.images[split][i] for i in range(len(prep.images[split]))]))
         np.testing.assert_allclose(np.asarray(pooled[split].take(np.arange(8)), np.float32), want, atol=2e-3, rtol=2e-3)
     assert finetune.lower_inputs(prep, o, False, 1)["train"].rows.shape == (32, 2, 2, 192) and runs == []
+
+
+def test_a_rows_shape_is_kept_beside_the_cache_so_a_warm_run_builds_no_network(tmp_path, monkeypatch):
+    from smallvision.strategies import features
+    from smallvision.strategies.options import PretrainedOptions
+    monkeypatch.setenv("SMALLVISION_CACHE", str(tmp_path))
+    monkeypatch.setattr(features, "_SHAPES", {})
+    o = PretrainedOptions(backbone="efficientnet_lite0", head="gap", classifier="chapter", weights="imagenet")
+    built = []
+    build = lambda weights: built.append(weights) or type("M", (), {"output_shape": (None, 1280)})()  # noqa: E731
+    assert features.Extractor(o, (96, 96), build=build).shape == (1280,) and built == [False]
+    saved = list((tmp_path / "shapes").iterdir())
+    assert len(saved) == 1 and '"shape"' in saved[0].read_text()
+    monkeypatch.setattr(features, "_SHAPES", {})  # a new process: read from the file, nothing built
+    assert features.Extractor(o, (96, 96), build=build).shape == (1280,) and built == [False]
+    saved[0].write_text("{damaged")  # a damaged file: built once more, and written again
+    monkeypatch.setattr(features, "_SHAPES", {})
+    assert features.Extractor(o, (96, 96), build=build).shape == (1280,) and built == [False, False]
+    assert '"shape"' in saved[0].read_text()

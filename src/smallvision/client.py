@@ -41,6 +41,24 @@ _NO_LENGTH = {0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)}  # markers without a
 _XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
+STEPS = (  # labels.json carries these, so that the decoding can be written again from it alone
+    "JPEG (RGB or grayscale, ending with its end marker FFD9): width, height and the EXIF orientation "
+    "(IFD0 tag 0x0112; XMP tiff:Orientation when EXIF has none; 1 when neither) from the header",
+    "f = the largest of 1, 2, 4, 8 with floor(cw / 2f) >= width and floor(ch / 2f) >= height, cw x ch being "
+    "the stored image (its width and height swapped for orientations 5-8) or, with crop_to_aspect, its centre "
+    "box of the target's aspect",
+    "JPEG: libjpeg decodes at scale 1/f (cv2.imdecode(buf, IMREAD_REDUCED_COLOR_f | IMREAD_IGNORE_ORIENTATION)); "
+    "other formats: decoded whole, transparency composited on white, 16 bits / 257, then cv2.resize to "
+    "ceil(w / f) x ceil(h / f) with INTER_AREA",
+    "the EXIF orientation applied (as PIL.ImageOps.exif_transpose)",
+    "crop_to_aspect: the centre box of the target's aspect: if w / h > width / height, round(h * width / height) "
+    "columns from floor((w - cw) / 2), else round(w * height / width) rows from floor((h - ch) / 2)",
+    "cv2.resize to width x height with INTER_LINEAR (bilinear, half-pixel centres, no antialiasing), "
+    "unless already that size",
+    "RGB order, uint8 0..255, NHWC batches: the model scales the pixels itself",
+)
+
+
 class Spec:
     """The target: ``height``, ``width``, ``crop_to_aspect`` (smallvision's DecodeSpec has the same)."""
 
@@ -282,20 +300,23 @@ def main(argv=None):
     spec = Spec(inp["height"], inp["width"], inp.get("crop_to_aspect", False))
     run, failed = runner(folder, labels), 0
     for start in range(0, len(args), batch):
-        paths, images = [], []
+        decoded = {}
         for path in args[start:start + batch]:
             try:
                 with open(path, "rb") as f:
-                    images.append(decode(f.read(), spec))
-                paths.append(path)
-            except (OSError, ValueError, cv2.error) as e:
+                    decoded[path] = decode(f.read(), spec)
+            except (OSError, ValueError) as e:
+                decoded[path] = e
+        good = [p for p, a in decoded.items() if not isinstance(a, Exception)]
+        probs = dict(zip(good, probabilities(run(np.stack([decoded[p] for p in good])), len(names)))) if good else {}
+        for path in args[start:start + batch]:  # in the order given
+            if path in probs:
+                k = int(np.argmax(probs[path]))
+                print(f"{path}\t{names[k]}\t{probs[path][k]:.6f}")
+            else:
                 failed += 1
-                print(f"{path}\terror\t{e}")
-                print(f"{path}: {e}", file=sys.stderr)
-        if images:
-            for path, p in zip(paths, probabilities(run(np.stack(images)), len(names))):
-                k = int(np.argmax(p))
-                print(f"{path}\t{names[k]}\t{p[k]:.6f}")
+                print(f"{path}\terror\t{decoded[path]}")
+                print(f"{path}: {decoded[path]}", file=sys.stderr)
     return 1 if failed else 0
 
 

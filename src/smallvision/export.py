@@ -1,23 +1,28 @@
 """Taking a trained model out of the tool: ``export`` writes it in a format people deploy, with
-``labels.json`` beside it, and proves the file classifies like the run's Keras model before
-it says done (``runtime.open_export`` opens such a folder again: ``predict`` on an ONNX
-export needs no TensorFlow).
+``labels.json`` and a reference client ``predict.py`` beside it, and proves both classify like
+the run before it says done (``runtime.open_export`` opens such a folder again: ``predict`` on
+an ONNX export needs no TensorFlow).
 
 ::
 
     <run>/export/<format>/        (--out DIR)
       model.onnx | model.xml + model.bin | saved_model/ | model.tflite
       labels.json                 class names in output order, the input (size, uint8 RGB,
-                                  NHWC, how images were resized), what the output means,
-                                  the source model's sha256, the parity check's figures
+                                  NHWC, the decoding steps), what the output means, the
+                                  source model's sha256, the parity check's figures
+      predict.py                  smallvision/client.py: NumPy + OpenCV + the format's runtime
+      novelty.npz                 (onnx, from a run that has it: output 1 is the embedding)
 
 Formats are Keras' own ``model.export`` (``onnx`` through tf2onnx on TensorFlow,
 ``openvino``, ``saved_model`` = ``tf_saved_model``, ``litert``), applied to the model's
 inference graph (augmentation layers, the identity outside training, are dropped: they break
-the ONNX and LiteRT converters, keras#21346 / keras#19108) under the float32 policy. Each
-export is then loaded in its own runtime (ONNX Runtime, OpenVINO, TensorFlow, the LiteRT
-interpreter) and run on real images of the run's validation split beside the Keras model;
-a difference beyond :data:`TOLERANCE` is an error and the files are removed.
+the ONNX and LiteRT converters, keras#21346 / keras#19108) under the float32 policy. ONNX
+from a run folder is the run's own ``model.onnx`` (:mod:`smallvision.deploy`, checked when it
+was written). Each other export is loaded in its own runtime (OpenVINO, TensorFlow, the LiteRT
+interpreter) and run on real images of the run's validation split beside the Keras model; a
+difference beyond :data:`TOLERANCE` is an error and the files are removed. Then ``predict.py``
+runs in a separate process on those image files and must agree with smallvision's own
+decoding through the same file (:func:`check_client`).
 """
 import dataclasses
 import os
@@ -26,13 +31,15 @@ import uuid
 
 import numpy as np
 
-from ._io import sha256_file
+from . import deploy
 from .errors import SmallvisionError
-from .labelsfile import LabelsFile
-from .runtime import FORMATS, ExportError, KerasRunner, convert, open_runner
+from .novelty import FILE as NOVELTY
+from .runtime import FORMATS, ExportError, KerasRunner, convert, open_runner, run_batches
 
-TOLERANCE = 1e-4  # max |difference| of any class probability against the Keras model
-CHECK_IMAGES = 256  # validation images the parity check runs (all of them when fewer)
+CHECK_IMAGES = deploy.CHECK_IMAGES
+TOLERANCE = deploy.TOLERANCE
+
+CLIENT = "predict.py"  # the reference client (smallvision/client.py), in every export folder
 
 
 def _require(fmt):
@@ -53,18 +60,24 @@ class ExportResult:
     check_images: str  # "validation" (the run's) or "random" (a bare model file has none)
     max_difference: float  # max |probability difference| against the Keras model
     differing: int  # images whose predicted class differs
+    client_checked: int = 0  # image files predict.py classified in the check
+    client_difference: float = 0.0  # max |probability difference| of predict.py against smallvision
 
     def describe(self):
         return (f"exported {self.format} to {self.model_path}; checked on {self.checked} {self.check_images} images "
                 f"against the Keras model: max |Δprobability| {self.max_difference:.2e}, "
-                f"{self.differing} differing decisions")
+                f"{self.differing} differing decisions; {CLIENT} on {self.client_checked} files: max |Δprobability| "
+                f"{self.client_difference:.2e}, same decisions")
 
 
 def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=True):
     """Export a run's model (or a ``.keras`` file) to ``format`` under ``out`` (default
     ``<run>/export/<format>``, or ``<file>-<format>/`` beside a bare model file), with
-    ``labels.json``, after checking it against the Keras model on up to ``check_images``
-    images of the run's validation split. Returns an :class:`ExportResult`.
+    ``labels.json`` and the reference client ``predict.py``, after checking it against the Keras
+    model on up to ``check_images`` images of the run's validation split, and the client against
+    smallvision on those image files. ONNX from a run reuses the run's own ``model.onnx``
+    (:mod:`smallvision.deploy`; made now if the run has none), with its ``novelty.npz``.
+    Returns an :class:`ExportResult`.
     """
     import keras
 
@@ -79,95 +92,102 @@ def export(source, format="onnx", out=None, check_images=CHECK_IMAGES, progress=
     _require(format)
     if keras.config.dtype_policy().name != "float32":
         raise SmallvisionError(f"export needs the float32 dtype policy (it is {keras.config.dtype_policy().name})")
-    opened = _load(where)
+    own = where.run is not None and os.path.samefile(where.model_path, where.run.model_path)
     if out is None:
-        out = os.path.join(where.run.path, "export", format) if where.run is not None and \
-            os.path.samefile(where.model_path, where.run.model_path) else \
+        out = os.path.join(where.run.path, "export", format) if own else \
             os.path.splitext(where.model_path)[0] + f"-{format}"
     out = os.fspath(out)
-    images, kind = _check_images(where, opened, check_images)
-    expected = _probabilities(KerasRunner(opened.model), images, len(opened.class_names))
-
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex[:12]}")
     os.makedirs(tmp)
     model_file = FORMATS[format].model_file
     try:
-        try:
-            convert(opened.model, os.path.join(tmp, model_file), format, images)
-        except ExportError as e:
-            raise SmallvisionError(f"{where.model_path}: {e}") from None
-        runner = open_runner(os.path.join(tmp, model_file), format)
-        got = _probabilities(runner, images, len(opened.class_names))
-        diff = float(np.abs(got - expected).max()) if len(images) else 0.0
-        differing = int((got.argmax(1) != expected.argmax(1)).sum())
-        if not diff <= TOLERANCE:
-            raise SmallvisionError(f"{where.model_path}: the {format} export differs from the Keras model on "
-                                   f"{kind} images (max |Δprobability| {diff:.3g} > {TOLERANCE:g}, {differing} "
-                                   "differing decisions); nothing was written")
-        labels_file(opened, where, format, _input_dtype(runner),
-                    dict(images=len(images), kind=kind, max_difference=diff, differing=differing,
-                         tolerance=TOLERANCE)).write(tmp)
+        if format == "onnx" and own:
+            labels = deploy.current(where.run.path, where.model_path) or deploy.write(where, _load(where), check_images)
+            shutil.copyfile(where.run.file(deploy.ONNX), os.path.join(tmp, model_file))
+            if labels.embedding and os.path.isfile(where.run.file(NOVELTY)):
+                shutil.copyfile(where.run.file(NOVELTY), os.path.join(tmp, NOVELTY))
+            check = labels.check
+        else:
+            labels, check = _convert(where, _load(where), format, os.path.join(tmp, model_file), check_images)
+        labels.write(tmp)
+        shutil.copyfile(client_source(), os.path.join(tmp, CLIENT))
+        checked, client_diff = check_client(tmp, where, check_images)
         if os.path.exists(out):  # a new export replaces the old one whole
             shutil.rmtree(out) if os.path.isdir(out) else os.unlink(out)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(out, os.path.join(out, model_file), format, len(images), kind, diff, differing)
+    return ExportResult(out, os.path.join(out, model_file), format, check["images"], check["kind"],
+                        check["max_difference"], check["differing"], checked, client_diff)
+
+
+def _convert(where, opened, format, path, limit):
+    """The model in ``format`` at ``path``, checked against Keras: ``(its LabelsFile, the check)``."""
+    expected_images, _, kind = deploy.check_images(where, opened.spec, limit)
+    expected = run_batches(KerasRunner(opened.model), expected_images)
+    try:
+        convert(opened.model, path, format, expected_images)
+    except ExportError as e:
+        raise SmallvisionError(f"{where.model_path}: {e}") from None
+    runner = open_runner(path, format)
+    check = deploy.compare(run_batches(runner, expected_images), expected, None)
+    check.update(images=len(expected_images), kind=kind, tolerance=deploy.TOLERANCE)
+    if not check["max_difference"] <= deploy.TOLERANCE:
+        raise SmallvisionError(f"{where.model_path}: the {format} export differs from the Keras model on "
+                               f"{kind} images (max |Δprobability| {check['max_difference']:.3g} > "
+                               f"{deploy.TOLERANCE:g}, {check['differing']} differing decisions); nothing was written")
+    return deploy.labels_file(opened, where, format, _input_dtype(runner), check), check
+
+
+def client_source():
+    """The file every export carries as predict.py."""
+    from . import client
+    return client.__file__
+
+
+def check_client(folder, where, limit):
+    """Run the export's own ``predict.py`` (a separate process, no smallvision) on up to ``limit``
+    of the run's validation image files (a bare model file: random PNG files) and compare it with
+    smallvision's decoding through the same model file: ``(files, max |Δprobability|)``; any
+    difference in a decision, or beyond :data:`~smallvision.deploy.TOLERANCE`, is an error."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from .runtime import open_export
+    exported = open_export(folder)
+    images, paths, _ = deploy.check_images(where, exported.spec, limit)
+    with tempfile.TemporaryDirectory() as scratch:
+        if not paths:
+            import cv2
+            paths = []
+            for k, image in enumerate(images):
+                paths.append(os.path.join(scratch, f"random-{k}.png"))
+                cv2.imwrite(paths[-1], image[:, :, ::-1])
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        out = subprocess.run([sys.executable, "-I", os.path.join(folder, CLIENT), *paths], capture_output=True,
+                             text=True, env=env, cwd=scratch)
+    lines = [line.split("\t") for line in out.stdout.splitlines()]
+    if out.returncode != 0 or len(lines) != len(paths):
+        raise SmallvisionError(f"{os.path.join(folder, CLIENT)}: failed on the check images (exit {out.returncode}: "
+                               f"{(out.stderr.strip().splitlines() or [''])[-1][:300]}); nothing was written")
+    probs = exported.outputs(run_batches(exported.runner, images))[0]
+    names = list(exported.class_names)
+    worst = 0.0
+    for (path, name, p), want in zip(lines, probs):
+        k = int(np.argmax(want))
+        if name != names[k]:
+            raise SmallvisionError(f"{os.path.join(folder, CLIENT)}: {path} is {name} there and {names[k]} in "
+                                   "smallvision; nothing was written")
+        worst = max(worst, abs(float(p) - float(want[k])))
+    if not worst <= deploy.TOLERANCE:
+        raise SmallvisionError(f"{os.path.join(folder, CLIENT)}: differs from smallvision by {worst:.3g} > "
+                               f"{deploy.TOLERANCE:g}; nothing was written")
+    return len(paths), worst
 
 
 def _input_dtype(runner):
     return np.dtype(getattr(runner.dtype, "as_numpy_dtype", runner.dtype)).name
-
-
-def labels_file(opened, where, format, tensor_dtype, check):
-    """The :class:`~smallvision.labelsfile.LabelsFile` of an export (no path of this machine: the
-    source is named by its file name, its run folder's name and its sha256)."""
-    spec = opened.spec
-    return LabelsFile(format=format, model_file=FORMATS[format].model_file, class_names=tuple(opened.class_names),
-                      height=spec.height, width=spec.width, crop_to_aspect=bool(spec.crop_to_aspect), decode=spec.key,
-                      dtype=tensor_dtype,
-                      source={"model": os.path.basename(where.model_path), "sha256": sha256_file(where.model_path),
-                              "run": where.run.name if where.run is not None else None},
-                      check=check, versions=_versions())
-
-
-def _versions():
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for name in ("smallvision", "keras", "tensorflow-cpu", "tensorflow", "tf2onnx", "onnxruntime", "openvino"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _check_images(where, opened, limit):
-    """Up to ``limit`` images of the run's validation split (test when it has none), decoded as in
-    training; a bare model file has neither: a fixed random batch."""
-    from .data.decode import BadImage
-    from .data.imagefile import read_image
-    if where.run is not None:
-        rows = where.run.read_csv("index.csv")
-        data = where.run.config.data
-        for split in ("validation", "test"):
-            paths = [os.path.join(data, r["path"]) for r in rows if r["split"] == split][:limit]
-            images = []
-            for path in paths:
-                try:
-                    images.append(read_image(path, opened.spec)[0])
-                except (BadImage, OSError):
-                    continue
-            if images:
-                return np.stack(images), split
-    shape = (min(limit, 16), opened.spec.height, opened.spec.width, 3)
-    return np.random.default_rng(0).integers(0, 256, size=shape).astype(np.uint8), "random"
-
-
-def _probabilities(runner, images, n):
-    from .labels import as_probabilities
-    from .runtime import run_batches
-    return as_probabilities(run_batches(runner, images), n)

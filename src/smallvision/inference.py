@@ -19,21 +19,18 @@ from .runs import load_model, resolve_model
 class OpenModel:
     """A loaded classifier and what it expects."""
 
-    model: object  # keras.Model, uint8 images in, probabilities out
+    model: object  # keras.Model, uint8 images in, probabilities out (None: opened as the run's model.onnx)
     class_names: list
     spec: DecodeSpec  # how to decode an image file for it
     source: str  # the model file
     novelty: object = None  # a run's novelty.Novelty (None: a run written before it, or a bare file)
+    width: int = 0  # the classifier's output columns (0: the Keras model's)
 
     def outputs(self, out):
         """``(probabilities, [(novelty, unknown)] or None)`` from what its runner returned (with a
         novelty, the runner's model also returns the embedding, after the classifier's outputs)."""
-        from .labels import as_probabilities
-        out = np.asarray(out)
-        if self.novelty is None:
-            return as_probabilities(out, len(self.class_names)), None
-        width = int(self.model.output_shape[-1])
-        return as_probabilities(out[:, :width], len(self.class_names)), self.novelty.rows(out[:, width:])
+        from .novelty import split
+        return split(out, len(self.class_names), self.width or int(self.model.output_shape[-1]), self.novelty)
 
     @property
     def description(self):
@@ -65,24 +62,63 @@ def _load(where):
 
 def open_for_classifying(source, where=None, count=None):
     """A run folder, a .keras file or an export folder opened for classifying:
-    ``(opened, runner, keras model or None)`` — an export runs in its own runtime with
-    labels.json's classes and decoding; a Keras model through :func:`runtime.frozen_runner` (exported
-    to ONNX once when ``count`` images repay it). ``where``: the source already resolved."""
-    from .runtime import frozen_runner, is_export, model_key, open_export
+    ``(opened, runner, keras)`` — ``keras()`` gives the Keras model (loaded on first call), None
+    for an export. An export runs in its own runtime with labels.json's classes and decoding; a
+    run folder on its own ``model.onnx`` (:mod:`smallvision.deploy`: no TensorFlow is imported;
+    written on first use for a run made before it); a bare .keras file, or a run whose model
+    does not export, through :func:`runtime.frozen_runner` (exported to ONNX in the cache once
+    when ``count`` images repay it). ``where``: the source already resolved."""
+    from .runtime import chosen, frozen_runner, is_export, model_key, open_export
     if where is None and is_export(source):
         opened = open_export(source)
         return opened, opened.runner, None
     where = where or resolve_model(source)
+    if chosen() != "keras" and where.run is not None and os.path.samefile(where.model_path, where.run.model_path):
+        deployed = _open_deployed(where)
+        if deployed is not None:
+            return deployed
     opened = _load(where)
     key, model = model_key(where.model_path), opened.model
-    if opened.novelty is not None:  # one model, one output: [the classifier's | the embedding]
+    if opened.novelty is not None:  # one model, two outputs: the classifier's and the embedding
         from .novelty import with_embedding
         try:
             key, model = key + "-embedding", with_embedding(opened.model, opened.novelty.backbone or None)[0]
         except Exception as e:  # a model this version cannot tap: classify as before, without the fields
             print(f"warning {where.model_path}: no novelty ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
             opened.novelty = None
-    return opened, frozen_runner(model, key, count=count, what=where.model_path), opened.model
+    return opened, frozen_runner(model, key, count=count, what=where.model_path), lambda: opened.model
+
+
+def _open_deployed(where):
+    """The run's own model.onnx opened without Keras (written first when it is missing or stale:
+    that once needs Keras), or None when it cannot be had (then the caller goes the Keras way)."""
+    from . import deploy
+    from .labels import is_binary
+    from .novelty import Novelty
+    from .runtime import OnnxRunner
+    run_dir = where.run.path
+    labels = deploy.current(run_dir, where.model_path)
+    loaded = []
+    if labels is None:
+        try:
+            import onnxruntime  # noqa: F401
+            loaded.append(_load(where))
+            labels = deploy.write(where, loaded[0])
+        except (ImportError, OSError, SmallvisionError) as e:
+            print(f"note: {run_dir}: no model.onnx in the run folder ({str(e)[:200]}); using the Keras model",
+                  file=sys.stderr)
+            return None
+    c = where.config
+    names = list(c.class_names)
+    novelty = Novelty.load(run_dir) if labels.embedding else None
+    opened = OpenModel(None, names, DecodeSpec(*c.image_size, c.crop_to_aspect), where.model_path, novelty,
+                       1 if is_binary(len(names)) else len(names))
+
+    def keras():
+        if not loaded:
+            loaded.append(_load(where))
+        return loaded[0].model
+    return opened, OnnxRunner(os.path.join(run_dir, deploy.ONNX)), keras
 
 
 def read_one(path, spec):
@@ -121,7 +157,6 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
         A list of dicts: ``path``, ``class``, ``probability``, ``probabilities`` ({class: p}),
         ``error``; and ``novelty``, ``unknown`` for a run that has them.
     """
-    from .labels import as_probabilities
     from .runtime import is_export, run_batches
 
     where = None if is_export(source) else resolve_model(source)  # cheap checks first, in the order of the arguments
@@ -133,7 +168,7 @@ def predict(source, paths, batch_size=32, chunk=256, progress=True, tta=False):
     spec, class_names = opened.spec, opened.class_names
     has_novelty = getattr(opened, "novelty", None) is not None
 
-    outputs = getattr(opened, "outputs", None) or (lambda out: (as_probabilities(out, len(class_names)), None))
+    outputs = opened.outputs
 
     def classify(images):
         probs, novelty = outputs(run_batches(runner, images, batch_size))

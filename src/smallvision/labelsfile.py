@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 
+from .client import STEPS
 from .errors import SmallvisionError
 from .labels import is_binary
 
@@ -30,6 +31,8 @@ class LabelsFile:
     source: dict = dataclasses.field(default_factory=dict)  # {"model": file name, "sha256": ..., "run": name}
     check: dict = dataclasses.field(default_factory=dict)  # the parity check's figures
     versions: dict = dataclasses.field(default_factory=dict)
+    embedding: int = 0  # width of a second output, the embedding novelty is measured on (0: none)
+    model_sha256: str = ""  # of the model file beside it (a run folder's model.onnx)
 
     def to_json(self):
         n = len(self.class_names)
@@ -45,12 +48,18 @@ class LabelsFile:
                       "resize": ("centre crop to the aspect, then resize" if self.crop_to_aspect else
                                  "resize to the size (aspect not kept)") + " (smallvision's decoding: " + self.decode
                       + ")",
-                      "decode": self.decode, "crop_to_aspect": bool(self.crop_to_aspect)},
+                      "decode": self.decode, "crop_to_aspect": bool(self.crop_to_aspect),
+                      "steps": list(STEPS), "reference_client": "predict.py (in an export folder)"},
             "output": ({"shape": [None, 1], "activation": "sigmoid",
                         "meaning": f"the probability of {names[1]!r}; {names[0]!r} is 1 - p"}
                        if is_binary(n) else
                        {"shape": [None, n], "activation": "softmax",
                         "meaning": "one probability per class, in class_names order"}),
+            **({"embedding": {"output": 1, "shape": [None, self.embedding],
+                              "meaning": "the image's embedding (novelty.npz in the run folder: how unlike the "
+                                         "training images it is); a client that only classifies ignores it"}}
+               if self.embedding else {}),
+            "model_sha256": self.model_sha256,
             "source": dict(self.source),
             "check": dict(self.check),
             "versions": dict(self.versions),
@@ -66,12 +75,13 @@ class LabelsFile:
                    width=int(inp["width"]), crop_to_aspect=bool(inp.get("crop_to_aspect", False)),
                    decode=str(inp.get("decode", "")), dtype=str(inp.get("dtype", "uint8")),
                    source=dict(data.get("source") or {}), check=dict(data.get("check") or {}),
-                   versions=dict(data.get("versions") or {}))
+                   versions=dict(data.get("versions") or {}),
+                   embedding=int((data.get("embedding") or {}).get("shape", [0, 0])[1]),
+                   model_sha256=str(data.get("model_sha256", "")))
 
     def write(self, folder):
-        with open(os.path.join(folder, NAME), "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=2)
-            f.write("\n")
+        from ._io import write_json_atomic
+        write_json_atomic(os.path.join(folder, NAME), self.to_json())
 
     @classmethod
     def read(cls, folder, model_files=None):

@@ -83,13 +83,27 @@ class Novelty:
             return None
 
 
+def split(out, n_classes, width, novelty=None):
+    """A runner's joined output ``[probabilities | embedding]`` -> ``(probabilities, [(score,
+    unknown)] or None)``; ``width``: the classifier's columns (the rest is the embedding)."""
+    from .labels import as_probabilities
+    out = np.asarray(out)
+    if out.ndim == 1 or novelty is None or out.shape[1] <= width:
+        return as_probabilities(out if out.ndim == 1 else out[:, :width], n_classes), None
+    return as_probabilities(out[:, :width], n_classes), novelty.rows(out[:, width:])
+
+
 def _graph(model, backbone=None):
     """``(input, the classifier's output, the embedding, where it is taken)``: ``model`` (a chain
     of layers, as every strategy builds it) called again on a new input, tapping the pooled output
     of the layer named ``backbone`` when it has one, else the input of its last Dense layer.
     (A nested model's own ``.output`` belongs to its inner graph, hence the new call.)"""
     import keras
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+    from .models.walk import is_augmentation, is_container, leaves
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+              and not is_augmentation(layer)
+              and not (is_container(layer) and leaves(layer) and all(map(is_augmentation, leaves(layer))))]
     names = [layer.name for layer in layers]
     dense = [k for k, layer in enumerate(layers) if isinstance(layer, keras.layers.Dense)]
     if not (backbone and backbone in names) and not dense:
@@ -111,13 +125,14 @@ def _graph(model, backbone=None):
 
 
 def with_embedding(model, backbone=None):
-    """A model with one output: ``[model's outputs | the embedding]`` (so that every runtime, ONNX
-    included, runs it as it runs the classifier), and the width of the classifier's part."""
+    """A model with two outputs: ``model``'s (the probabilities) and the embedding, float32, without
+    augmentation layers (the identity outside training); and the width of the first. The runners
+    join the outputs of such a model into one array, ``[probabilities | embedding]``."""
     import keras
     inp, out, emb, _ = _graph(model, backbone)
-    both = keras.layers.Concatenate(name="with_embedding")([keras.ops.cast(out, "float32"),
-                                                            keras.ops.cast(emb, "float32")])
-    return keras.Model(inp, both, name=f"{model.name}_with_embedding"), int(out.shape[-1])
+    return keras.Model(inp, [keras.layers.Identity(name="probabilities")(keras.ops.cast(out, "float32")),
+                             keras.layers.Identity(name="embedding")(keras.ops.cast(emb, "float32"))],
+                       name=f"{model.name}_with_embedding"), int(out.shape[-1])
 
 
 def embed_images(model, backbone, images, batch_size=64):

@@ -26,6 +26,7 @@ from .progress import log
 from .runs import Run
 from .strategies import TrainSpec
 
+RUN_CHECK_IMAGES = 32  # validation images a finished run's model.onnx is checked on against model.keras
 
 def _now():
     return datetime.datetime.now().isoformat(timespec="seconds")
@@ -265,9 +266,28 @@ class Learner:
         except Exception as e:  # an extra: the run is finished and usable without it (predict omits the fields)
             log(f"warning: {run.path}: no novelty.npz ({type(e).__name__}: {str(e)[:200]}); predict will not say "
                 "which images look unlike the training images")
+        try:
+            self.deployable()
+        except Exception as e:  # also an extra: predict and serve then use model.keras (and try again)
+            log(f"warning: {run.path}: no model.onnx ({str(e)[:300]}); predict and serve will use model.keras")
         run.set_status(status="finished", finished=_now(), best_epoch=state.best_epoch,
                        epochs_done=state.epochs_done, wall_seconds=_wall(before, t0))
         return run
+
+    def deployable(self):
+        """``model.onnx`` + ``labels.json`` beside the published model.keras (:mod:`smallvision.deploy`),
+        checked on :data:`RUN_CHECK_IMAGES` validation images (a conversion error is structural:
+        a few images show it; ``smallvision export`` checks more)."""
+        import importlib.util
+
+        from . import deploy
+        from .inference import open_model
+        from .runs import resolve_model
+        if importlib.util.find_spec("onnxruntime") is None:
+            return
+        where = resolve_model(self.run.path)
+        if deploy.current(self.run.path, where.model_path) is None:
+            deploy.write(where, open_model(self.run.path), RUN_CHECK_IMAGES)
 
     def fit(self, run, model, prep, stages, state, validate=True):
         """Fit ``model`` through ``stages`` from the committed ``state`` into ``run`` on the devices

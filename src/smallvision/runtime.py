@@ -62,11 +62,21 @@ class KerasRunner:
         self.model = model
 
     def __call__(self, batch):
-        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        return joined(self.model.predict_on_batch(batch))
+
+
+def joined(outputs):
+    """A model's output as one float32 array: several outputs (a classifier with its embedding,
+    :func:`smallvision.novelty.with_embedding`) side by side, each flattened per image."""
+    if not isinstance(outputs, (list, tuple)):
+        return np.asarray(outputs, dtype=np.float32)
+    if len(outputs) == 1:
+        return np.asarray(outputs[0], dtype=np.float32)
+    return np.concatenate([np.asarray(o, np.float32).reshape(len(o), -1) for o in outputs], axis=1)
 
 
 class OnnxRunner:
-    """The same call on an exported ``.onnx`` file with ONNX Runtime (CPU)."""
+    """The same call on an exported ``.onnx`` file with ONNX Runtime (CPU); several outputs joined."""
 
     name = "onnxruntime"
 
@@ -83,7 +93,7 @@ class OnnxRunner:
         self.dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}.get(first.type, np.float32)
 
     def __call__(self, batch):
-        return self.session.run(None, {self.input: np.asarray(batch).astype(self.dtype, copy=False)})[0]
+        return joined(self.session.run(None, {self.input: np.asarray(batch).astype(self.dtype, copy=False)}))
 
 
 def run_batches(runner, images, batch_size=BATCH):
@@ -306,6 +316,17 @@ class Exported:
     spec: object  # DecodeSpec
     source: str
     format: str
+    novelty: object = None  # novelty.Novelty when the model has the embedding output and novelty.npz is beside it
+    width: int = 0  # the classifier's output columns
+
+    def outputs(self, out):
+        """``(probabilities, [(novelty, unknown)] or None)`` from what its runner returned."""
+        from .novelty import split
+        return split(out, len(self.class_names), self.width, self.novelty)
+
+    @property
+    def description(self):
+        return f"{self.source} ({self.spec.height}x{self.spec.width})"
 
 
 def is_export(source):
@@ -341,4 +362,7 @@ def open_export(source):
             from None
     except Exception as e:
         raise SmallvisionError(f"{model_path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
-    return Exported(runner, names, spec, model_path, fmt)
+    from .labels import is_binary
+    from .novelty import Novelty
+    novelty = Novelty.load(folder) if labels.embedding else None
+    return Exported(runner, names, spec, model_path, fmt, novelty, 1 if is_binary(len(names)) else len(names))

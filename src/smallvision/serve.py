@@ -92,29 +92,25 @@ class Service:
 
     def __init__(self, source):
         from .inference import open_for_classifying
-        opened, self.runner, self.keras_model = open_for_classifying(source)
-        self.name = os.path.basename(os.path.normpath(source)) if self.keras_model is not None else \
+        opened, self.runner, self.keras = open_for_classifying(source)  # keras(): loaded on the first heatmap
+        self.name = os.path.basename(os.path.normpath(source)) if self.keras is not None else \
             f"{opened.format} export"
         self.class_names, self.spec = list(opened.class_names), opened.spec
         self.novelty = getattr(opened, "novelty", None)
-        self.outputs = opened.outputs if self.novelty is not None else None
+        self.outputs = opened.outputs
         self.classify(np.zeros((1,) + self.spec.shape, np.uint8))  # warm: the first call compiles
 
     def classify(self, images):
         """``[n, classes]`` probabilities, or with a novelty ``[n, classes + 2]``: then the last two
         columns are the novelty score and whether it is unknown (so that a batch stays one array)."""
-        from .labels import as_probabilities
         from .runtime import run_batches
-        out = run_batches(self.runner, images)
-        if self.outputs is None:
-            return as_probabilities(out, len(self.class_names))
-        probs, novelty = self.outputs(out)
+        probs, novelty = self.outputs(run_batches(self.runner, images))
         return np.column_stack([probs, np.array(novelty, np.float64).reshape(len(probs), 2)]) if novelty else probs
 
     def heatmap(self, image):
         """PNG bytes: the image | the image with its Grad-CAM heatmap (for the predicted class)."""
         from .explain.maps import grad_cam, heatmap_canvas
-        cam, _, _, _ = grad_cam(self.keras_model, image)
+        cam, _, _, _ = grad_cam(self.keras(), image)
         buf = io.BytesIO()
         heatmap_canvas(image, cam, scale=1).save(buf, format="PNG")
         return buf.getvalue()
@@ -228,7 +224,7 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
 
     async def heatmap(request):
         async def handle(request):
-            if service.keras_model is None:
+            if service.keras is None:
                 raise _Refused(404, "no heatmap for an exported model (serve the run folder for one)")
             name, data = (await images_of(request))[0]
             png = await asyncio.get_running_loop().run_in_executor(
@@ -241,7 +237,7 @@ def make_app(source, token=None, max_bytes=MAX_BODY, max_batch=MAX_BATCH, window
             return error(401, "missing or wrong Authorization: Bearer token")
         return JSONResponse({"status": "ok", "model": service.name, "classes": service.class_names,
                              "input": [service.spec.height, service.spec.width],
-                             "heatmap": service.keras_model is not None})
+                             "heatmap": service.keras is not None})
 
     async def page(request):
         classes = json.dumps(service.class_names).replace("<", "\\u003c")  # a class named "</script>" stays text

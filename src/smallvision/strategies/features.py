@@ -92,10 +92,20 @@ class Extractor:
 
     @property
     def shape(self):
-        """One row's shape (the network built once per process, without weights, to find it)."""
+        """One row's shape: kept beside the cache (``<cache root>/shapes/``), so that a warm run
+        never builds the network to learn it; the first time, the network is built once,
+        without weights."""
+        from .._io import read_json, write_json_atomic
+        from ..data.cache import default_cache_root
         key = (self.tag(""), self.size)
         if key not in _SHAPES:
-            _SHAPES[key] = tuple(self._build(False).output_shape[1:])
+            path = os.path.join(default_cache_root(), "shapes", f"{self.tag('')}-{self.size[0]}x{self.size[1]}.json")
+            try:
+                _SHAPES[key] = tuple(int(n) for n in read_json(path)["shape"])
+            except (OSError, ValueError, KeyError, TypeError):
+                _SHAPES[key] = tuple(self._build(False).output_shape[1:])
+                with contextlib.suppress(OSError):
+                    write_json_atomic(path, {"shape": list(_SHAPES[key])})
         return _SHAPES[key]
 
     def runner(self, count):
