@@ -7,6 +7,9 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# a finished run's model.onnx costs a conversion (~5-8 s) per run: the suite's many small runs skip
+# it (their first predict writes it); test_deploy.py trains with it, as outside the suite
+os.environ.setdefault("SMALLVISION_RUN_ONNX", "0")
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cats_vs_dogs_small"
 
@@ -110,14 +113,16 @@ def headless_chromium():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def tiny_run(tmp_path_factory, name, strategy, **options):
+def tiny_run(tmp_path_factory, name, strategy, run_onnx=False, **options):
     """A one-epoch ``strategy`` run on a fresh 2-class folder at 64 px, on the session's warm
-    cache (for module-scoped fixtures, set up before the per-test one). Returns (run, data folder, root)."""
+    cache (for module-scoped fixtures, set up before the per-test one); ``run_onnx``: the run
+    writes its model.onnx when it finishes, as outside the suite. Returns (run, data folder, root)."""
     from smallvision import api
     root = tmp_path_factory.mktemp(name)
     data = make_folder(root / "data", per_class=16)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SMALLVISION_CACHE", str(shared_cache_dir(tmp_path_factory)))
+        mp.setenv("SMALLVISION_RUN_ONNX", "1" if run_onnx else "0")
         run = api.train(data, strategy, out=root / "runs", epochs=1, image_size=64, head="gap",
                         split="0.5,0.25,0.25", verbose=0, progress=False, **options)
     return run, data, root

@@ -28,7 +28,7 @@ BLOCKER = ("import sys, importlib.abc\n"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    run, data, root = tiny_run(tmp_path_factory, "deploy", "features")
+    run, data, root = tiny_run(tmp_path_factory, "deploy", "features", run_onnx=True)
     return run, data
 
 
@@ -149,7 +149,7 @@ def test_a_model_that_does_not_export_leaves_the_run_finished(tmp_path_factory, 
     def broken(*a, **k):
         raise runtime.ExportError("cannot export to onnx (NotImplementedError: an op)")
     monkeypatch.setattr(runtime, "convert", broken)
-    run, data, _ = tiny_run(tmp_path_factory, "noexport", "features")
+    run, data, _ = tiny_run(tmp_path_factory, "noexport", "features", run_onnx=True)
     assert Run.open(run.path).status.is_finished and not os.path.exists(run.file("model.onnx"))
     assert "no model.onnx" in capsys.readouterr().err
     rows = api.predict(run.path, [data], progress=False)  # first use tries again, says so, and uses Keras
@@ -189,6 +189,7 @@ def test_the_reference_client_agrees_with_predict_on_500_unseen_photos(shared_su
     """The goal of issue #27: every decision the same, |Δp| <= 1e-3 (measured: far below)."""
     from conftest import SHARED_DATA
     run = api.train(shared_subset, "features", out=tmp_path / "runs", epochs=2, verbose=0, progress=False)
+    assert deploy.current(run.path) is None  # SMALLVISION_RUN_ONNX=0 in the suite: export writes it
     api.export(run.path, out=tmp_path / "e")
     photos = [str(p) for c in ("cats", "dogs") for p in sorted((SHARED_DATA / "test" / c).iterdir())[8:258]]
     out = subprocess.run([sys.executable, "-I", str(tmp_path / "e" / "predict.py"), *photos], capture_output=True,

@@ -16,7 +16,8 @@ from .distribute import first_process
 from .errors import SmallvisionError
 from .runtime import FORMATS, RUNTIMES
 from .strategies import LADDER, get as get_strategy
-from .strategies.options import CLASSIFIERS, DEFAULT_BACKBONE, DEFAULT_HEAD_EPOCHS, DEFAULT_VIEWS, HEADS
+from .strategies.options import (CLASSIFIERS, DEFAULT_BACKBONE, DEFAULT_HEAD_EPOCHS, DEFAULT_VIEWS, HEADS,
+                                 PRECISIONS)
 
 SPLIT_TEXT = ",".join(map(str, DEFAULT_SPLIT))
 
@@ -179,6 +180,7 @@ def add_train(sub):
   smallvision train data/cats_vs_dogs_small --strategy features --weights my_finetuned.pth  # or .safetensors
   smallvision train data/cats_vs_dogs_small --strategy features-augment --epochs 50
   smallvision train data/cats_vs_dogs_small --strategy features --classifier linear --refit
+  smallvision train data/cats_vs_dogs_small --strategy features --precision int8    # the base quantized
   smallvision train data/cats_vs_dogs_small --strategy finetune --from runs/20261127-120000-features-augment
   smallvision train data/cats_vs_dogs_small --strategy finetune --head-epochs 20   # head, then fine-tuning
   smallvision train --resume runs/20261127-101500-augment                 # continue after a crash
@@ -211,6 +213,9 @@ def add_train(sub):
     _refit_arg(p)
     p.add_argument("--weights", help="pretrained strategies: a weights file instead of the ImageNet weights "
                    "(.pth in torch.save's zip or legacy format, .safetensors; Keras .h5 for VGG)")
+    p.add_argument("--precision", choices=PRECISIONS, help="pretrained strategies: the frozen base's arithmetic: "
+                   "fp32 (default) or int8 (quantized, calibrated on 200 training images; ~2x faster extraction, "
+                   "bench/RESULTS.md §15)")
     p.add_argument("--from", dest="start", metavar="RUN", help="finetune: the features-augment run (or its "
                    "model.keras) to fine-tune")
     p.add_argument("--head-epochs", type=int, help="finetune without --from: epochs of head training first "
@@ -243,7 +248,7 @@ def train(args):
                         class_weight=args.class_weight, split=args.split, verbose=_verbose(args),
                         backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
                         head_epochs=args.head_epochs, views=args.views, classifier=args.classifier,
-                        refit=args.refit, devices=args.devices)
+                        precision=args.precision, refit=args.refit, devices=args.devices)
     if first_process():  # another process of a multi-process training writes nothing and says nothing
         print(api.describe(run))
     return 0

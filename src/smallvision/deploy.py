@@ -121,13 +121,37 @@ def write(where, opened, limit=CHECK_IMAGES):
                                    f"|Δprobability| {check['max_difference']:.3g} > {TOLERANCE:g} or embedding "
                                    f"{check['max_embedding_difference']:.3g} > {EMBEDDING_TOLERANCE:g}); no model.onnx")
         check.update(images=len(images), kind=kind, tolerance=TOLERANCE)
+        precision = (where.config.options or {}).get("precision", "fp32") if where.config is not None else "fp32"
+        if precision == "int8":  # the run's frozen base computed in int8: so does its deployable model
+            path, check = _quantized(where, opened, path, images, width, check)
         labels = labels_file(opened, where, "onnx", np.dtype(runner.dtype).name, check,
-                             embedding=int(expected.shape[1] - width), model_sha256=sha256_file(path))
+                             embedding=int(expected.shape[1] - width), model_sha256=sha256_file(path),
+                             precision=precision)
         os.replace(path, os.path.join(run_dir, ONNX))
         labels.write(run_dir)  # the commit point: it names both files' sha256
         return labels
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quantized(where, opened, path, images, width, check):
+    """The fp32 ``path`` quantized as the run's extractor was (the same calibration images and
+    method, :func:`smallvision.runtime.quantize_onnx`); the check gains how its decisions and
+    probabilities compare with the float32 model's on the check images (reported, not a limit:
+    int8 differs from float32 by design; the run's own figures were measured in int8)."""
+    from .data.imagefile import read_image
+    from .runtime import OnnxRunner, quantize_onnx, run_batches
+    from .strategies.features import calibration_choice
+    rows = [r for r in where.run.read_csv("index.csv") if r["split"] == "train"]
+    chosen = calibration_choice([r["sha256"] for r in rows])
+    calib = np.stack([read_image(os.path.join(where.run.config.data, rows[i]["path"]), opened.spec)[0]
+                      for i in chosen])
+    int8 = os.path.join(os.path.dirname(path), "model-int8.onnx")
+    quantize_onnx(path, int8, calib, where.model_path)
+    q = compare(run_batches(OnnxRunner(int8), images), run_batches(OnnxRunner(path), images), width)
+    check = dict(check, int8_vs_fp32={"max_difference": q["max_difference"], "differing": q["differing"],
+                                      "calibration_images": len(chosen)})
+    return int8, check
 
 
 def labels_file(opened, where, format, tensor_dtype, check, **more):

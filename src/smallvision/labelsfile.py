@@ -33,6 +33,7 @@ class LabelsFile:
     versions: dict = dataclasses.field(default_factory=dict)
     embedding: int = 0  # width of a second output, the embedding novelty is measured on (0: none)
     model_sha256: str = ""  # of the model file beside it (a run folder's model.onnx)
+    precision: str = "fp32"  # "int8": the model is quantized (its frozen base computed so in training)
 
     def to_json(self):
         n = len(self.class_names)
@@ -60,6 +61,7 @@ class LabelsFile:
                                          "training images it is); a client that only classifies ignores it"}}
                if self.embedding else {}),
             "model_sha256": self.model_sha256,
+            "precision": self.precision,
             "source": dict(self.source),
             "check": dict(self.check),
             "versions": dict(self.versions),
@@ -77,7 +79,7 @@ class LabelsFile:
                    source=dict(data.get("source") or {}), check=dict(data.get("check") or {}),
                    versions=dict(data.get("versions") or {}),
                    embedding=int((data.get("embedding") or {}).get("shape", [0, 0])[1]),
-                   model_sha256=str(data.get("model_sha256", "")))
+                   model_sha256=str(data.get("model_sha256", "")), precision=str(data.get("precision", "fp32")))
 
     def write(self, folder):
         from ._io import write_json_atomic

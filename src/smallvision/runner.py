@@ -277,13 +277,14 @@ class Learner:
     def deployable(self):
         """``model.onnx`` + ``labels.json`` beside the published model.keras (:mod:`smallvision.deploy`),
         checked on :data:`RUN_CHECK_IMAGES` validation images (a conversion error is structural:
-        a few images show it; ``smallvision export`` checks more)."""
+        a few images show it; ``smallvision export`` checks more). ``SMALLVISION_RUN_ONNX=0`` skips
+        it (a sweep of many runs; the test suite): then the first predict or serve writes it."""
         import importlib.util
 
         from . import deploy
         from .inference import open_model
         from .runs import resolve_model
-        if importlib.util.find_spec("onnxruntime") is None:
+        if importlib.util.find_spec("onnxruntime") is None or os.environ.get("SMALLVISION_RUN_ONNX", "1") == "0":
             return
         where = resolve_model(self.run.path)
         if deploy.current(self.run.path, where.model_path) is None:

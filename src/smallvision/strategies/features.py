@@ -73,22 +73,30 @@ class Extractor:
             order their rows (flattened) are concatenated in this network's output.
         shape: one row's shape when the caller already knows it (else the network is built
             without weights to find it).
+        prep: the prepared data (:func:`smallvision.data.prepare`): with ``precision="int8"`` the
+            network is quantized, calibrated on its training images (:func:`calibration`).
     """
 
-    def __init__(self, options, image_size, part="", build=None, parts=None, shape=None):
+    def __init__(self, options, image_size, part="", build=None, parts=None, shape=None, prep=None):
         self.o = options
         self.size = tuple(image_size)
         self.part = part or ("gap" if options.head == "gap" else "")
         self._build = build or (lambda weights: extractor(self.size, self.o, weights=weights))
         self._weights = _weights_tag(options.weights)  # a weights file is hashed once, not per tag
         self.parts = list(parts) if parts else [self]
+        self.int8 = getattr(options, "precision", "fp32") == "int8"
+        self.calibration = calibration(prep) if self.int8 and prep is not None else None
         if shape is not None:
-            _SHAPES.setdefault((self.tag(""), self.size), tuple(shape))
+            _SHAPES.setdefault((self.tag("", fp32=True), self.size), tuple(shape))
 
-    def tag(self, input_key):
+    def tag(self, input_key, fp32=False):
         """What a cached row depends on besides the image: backbone, weights, the input (decoding,
-        or just the size for the exported network), the part of the network."""
-        return f"{self.o.backbone}-{self._weights}-{input_key}" + (f"-{self.part}" if self.part else "")
+        or just the size for the exported network), the part of the network, and for int8 the
+        calibration images (by content)."""
+        if self.int8 and not fp32 and self.calibration is None:
+            raise ValueError("precision int8 needs the training images to calibrate on (prep=)")
+        return f"{self.o.backbone}-{self._weights}-{input_key}" + (f"-{self.part}" if self.part else "") + \
+            (f"-int8-{self.calibration[1]}" if self.int8 and not fp32 else "")
 
     @property
     def shape(self):
@@ -97,9 +105,9 @@ class Extractor:
         without weights."""
         from .._io import read_json, write_json_atomic
         from ..data.cache import default_cache_root
-        key = (self.tag(""), self.size)
+        key = (self.tag("", fp32=True), self.size)
         if key not in _SHAPES:
-            path = os.path.join(default_cache_root(), "shapes", f"{self.tag('')}-{self.size[0]}x{self.size[1]}.json")
+            path = os.path.join(default_cache_root(), "shapes", f"{key[0]}-{self.size[0]}x{self.size[1]}.json")
             try:
                 _SHAPES[key] = tuple(int(n) for n in read_json(path)["shape"])
             except (OSError, ValueError, KeyError, TypeError):
@@ -114,8 +122,11 @@ class Extractor:
 
         from .. import runtime
         h, w = self.size
-        return runtime.frozen_runner(lambda: self._build(True), f"{self.tag(f'{h}x{w}')}-keras{keras.__version__}",
-                                     count=count, what=f"{self.o.backbone} at {h}x{w}")
+        key = f"{self.tag(f'{h}x{w}', fp32=True)}-keras{keras.__version__}"
+        what = f"{self.o.backbone} at {h}x{w}"
+        if self.int8:
+            return runtime.int8_runner(lambda: self._build(True), key, self.calibration, what=what)
+        return runtime.frozen_runner(lambda: self._build(True), key, count=count, what=what)
 
     def store(self, kind, prep, cache_root=None):
         from ..data.cache import ArrayStore, default_cache_root
@@ -124,6 +135,24 @@ class Extractor:
 
 
 _SHAPES = {}
+CALIBRATION_IMAGES = 200  # training images int8 is calibrated on (measured: bench/RESULTS.md §15)
+
+
+def calibration_choice(shas, n=CALIBRATION_IMAGES):
+    """Which training images int8 is calibrated on: the ``n`` with the lowest sha256 (the same ones
+    for the same data, whatever their order), in their order."""
+    return sorted(sorted(range(len(shas)), key=lambda i: shas[i])[:n])
+
+
+def calibration(prep, n=CALIBRATION_IMAGES):
+    """``(images, tag)``: the calibration images (:func:`calibration_choice`) and a tag naming them
+    by content (int8 caches are keyed by it)."""
+    import hashlib
+    shas = [prep.index.entries[p].sha256 for p in prep.splits.train]
+    chosen = calibration_choice(shas, n)
+    images = np.stack([prep.images["train"][i] for i in chosen])
+    tag = hashlib.sha256("".join(sorted(shas[i] for i in chosen)).encode()).hexdigest()[:10]
+    return images, tag
 
 
 def extractor(image_size, o, weights=True):
@@ -175,7 +204,7 @@ def _fill(stores, items, make_batch, ex, label, progress):
 def cached_features(prep, options, progress=True, cache_root=None, extractor=None):
     """{split: cached features} for every split, extracting only what the cache lacks
     (``extractor``: an :class:`Extractor`, default the whole base)."""
-    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
+    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width), prep=prep)
     shas = {name: [prep.index.entries[p].sha256 for p in positions] for name, positions in prep.splits.items()}
     items = {}
     for name in shas:  # each image once, whatever split it is in
@@ -193,7 +222,7 @@ def cached_views(prep, options, views, progress=True, cache_root=None, split="tr
     by image content, view number, augmentation and extractor (``views/chapter/<tag>/``), shared
     by every seed, head and run. Returns the rows ``[image * views + view]``."""
     from ..data.augment import chapter_view, view_rng
-    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
+    ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width), prep=prep)
     shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
     keys = [f"{sha}/{k}" for sha in shas for k in range(views)]
     items = {key: (i, k) for i, sha in enumerate(shas) for k, key in enumerate(keys[i * views:(i + 1) * views])}
@@ -238,7 +267,7 @@ class FreshViews:
     cheap = False  # every batch runs the frozen network
 
     def __init__(self, prep, options, seed, split="train", extractor=None):
-        self.ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width))
+        self.ex = extractor or Extractor(options, (prep.spec.height, prep.spec.width), prep=prep)
         self.images = prep.images[split]
         self.shas = [prep.index.entries[p].sha256 for p in getattr(prep.splits, split)]
         self.seed = int(seed)

@@ -177,7 +177,8 @@ class Finetune(pretrained.Pretrained):
         if start is None:
             return o
         strat, options = start
-        return strat.base_options(options) if isinstance(strat, Finetune) else options
+        base = strat.base_options(options) if isinstance(strat, Finetune) else options
+        return base.replace(precision=o.precision or "fp32")  # the maps' arithmetic is this run's
 
     def backbone(self, o):
         start = self.start_run(o)
@@ -287,11 +288,11 @@ def lower_inputs(prep, options, progress, seed):
     base = pretrained.frozen_base(size, o, weights=False)  # once, for the cut and both row shapes
     cut = cut_layer(o.backbone, base)
     ex = features.Extractor(o, size, part=f"lower-{cut.name}", build=lambda weights: lower_extractor(size, o, weights),
-                            shape=cut.output.shape[1:])
+                            shape=cut.output.shape[1:], prep=prep)
     if o.head == "gap":  # the head's cached vectors come out of the same pass
-        pooled = features.Extractor(o, size, shape=base.output_shape[-1:])
+        pooled = features.Extractor(o, size, shape=base.output_shape[-1:], prep=prep)
         ex = features.Extractor(o, size, part=f"{ex.part}+gap", build=lambda weights: pair_extractor(size, o, weights),
-                                parts=[ex, pooled])
+                                parts=[ex, pooled], prep=prep)
     k = options.views
     clean = features.cached_features(prep, o, progress, extractor=ex)
     train = features.FreshViews(prep, o, seed, extractor=ex) if k == "exact" else \

@@ -17,6 +17,7 @@ from ..errors import SmallvisionError
 DEFAULT_BACKBONE = "efficientnet_lite0"
 HEADS = ("flatten", "gap")
 CLASSIFIERS = ("chapter", "linear")
+PRECISIONS = ("fp32", "int8")  # the frozen base's arithmetic (int8: ONNX Runtime static quantization)
 RECORDED_CLASSIFIER = "chapter"  # what a run recorded before the classifier option existed had
 DEFAULT_VIEWS = 10  # measured: bench/RESULTS.md §7 (views 5, 10, 20 and exact, three seeds each)
 DEFAULT_HEAD_EPOCHS = 50  # finetune without a start run: the head first, as features-augment trains it
@@ -84,11 +85,14 @@ class PretrainedOptions(Options):
     head: str | None = None  # "flatten" or "gap"; default: the backbone's
     classifier: str | None = None  # "chapter" or "linear"; default (new runs): the backbone's
     weights: str | None = "imagenet"  # or a weights file
+    precision: str | None = "fp32"  # the frozen base's: "int8" quantized, calibrated on training images
 
     @classmethod
     def _resolve(cls, given, new):
         from ..backbones.registry import get
         o = dict(given)
+        o.setdefault("precision", "fp32")  # and a run recorded before the option: fp32
+        _check_choice("precision", o["precision"], PRECISIONS)
         backbone = get(o.setdefault("backbone", DEFAULT_BACKBONE))
         o.setdefault("head", backbone.default_head)
         o.setdefault("classifier", backbone.default_classifier if new else RECORDED_CLASSIFIER)
@@ -100,7 +104,7 @@ class PretrainedOptions(Options):
     @property
     def base(self):
         """The options the frozen conv base depends on (a cache is shared across the others)."""
-        return PretrainedOptions(self.backbone, self.head, self.classifier, self.weights)
+        return PretrainedOptions(self.backbone, self.head, self.classifier, self.weights, self.precision)
 
 
 def check_views(v):
@@ -152,5 +156,7 @@ class FinetuneOptions(ViewsOptions):
         if new and "classifier" in o:
             raise ValueError("--classifier is the start run's (its head is fine-tuned); give it to that run")
         views = check_views(o.pop("views", DEFAULT_VIEWS))
-        return cls(backbone=None, head=None, classifier=None, weights=None, views=views,
+        precision = o.pop("precision", "fp32")
+        _check_choice("precision", precision, PRECISIONS)
+        return cls(backbone=None, head=None, classifier=None, weights=None, precision=precision, views=views,
                    start=os.path.abspath(start) if new else start, head_epochs=head_epochs)
