@@ -201,3 +201,31 @@ def test_the_reference_client_agrees_with_predict_on_500_unseen_photos(shared_su
     assert len(lines) == 500
     worst = max(abs(float(p) - mine[path]["probability"]) for path, _, p in lines)
     assert all(name == mine[path]["class"] for path, name, _ in lines) and worst <= 1e-3, worst
+
+
+@pytest.mark.slow
+def test_the_joined_model_equals_the_whole_model_converted(trained, tmp_path, monkeypatch):
+    """A features run's model.onnx is its cached extractor joined with its head (seconds instead of a
+    whole conversion): the same outputs as converting model.keras whole, and the whole way is
+    taken when the join fails (or the extractor is not in the cache: a small set runs it in Keras)."""
+    from smallvision.inference import open_model
+    from smallvision.runs import resolve_model
+    from smallvision.runtime import OnnxRunner, run_batches
+    from smallvision.strategies import TrainSpec
+    from smallvision.strategies.features import Extractor
+    run, _ = trained
+    spec = TrainSpec.from_config(resolve_model(run.path).config)
+    Extractor(spec.options, spec.image_size).runner(None)  # exported into the cache, as a large set does
+    made = {}
+    for way in ("joined", "whole"):
+        copy = tmp_path / way
+        shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("model.onnx", "labels.json"))
+        if way == "whole":
+            monkeypatch.setattr(deploy, "_join", lambda *a, **k: False)
+        labels = deploy.write(resolve_model(str(copy)), open_model(str(copy)))
+        assert labels.check["made"] == ("frozen network + head, joined" if way == "joined" else
+                                        "the whole model converted")
+        made[way] = str(copy / "model.onnx")
+    images, _, _ = deploy.check_images(resolve_model(run.path), open_model(run.path).spec, 64)
+    joined, whole = (run_batches(OnnxRunner(made[w]), images) for w in ("joined", "whole"))
+    assert joined.shape == whole.shape and joined.shape[1] > 1 and np.abs(joined - whole).max() <= 1e-5

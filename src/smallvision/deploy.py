@@ -106,24 +106,31 @@ def write(where, opened, limit=CHECK_IMAGES):
             print(f"warning {where.model_path}: no novelty ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
     images, _, kind = check_images(where, opened.spec, limit)
     expected = run_batches(KerasRunner(model), images)
+    precision = (where.config.options or {}).get("precision", "fp32") if where.config is not None else "fp32"
     tmp = os.path.join(run_dir, f".tmp-deploy-{uuid.uuid4().hex[:12]}")
     os.makedirs(tmp)
     try:
         path = os.path.join(tmp, ONNX)
-        try:
-            convert(model, path, "onnx", images)
-        except ExportError as e:
-            raise SmallvisionError(f"{where.model_path}: {e}") from None
+        parts = _parts(where, opened)
+        joined = parts is not None and _join(parts[0], parts[2], path, images, model is not opened.model, tmp)
+        check = compare(run_batches(OnnxRunner(path), images), expected, width) if joined else None
+        if check is None or not check["max_difference"] <= TOLERANCE:  # join failed: convert the whole model
+            joined = False
+            try:
+                convert(model, path, "onnx", images)
+            except ExportError as e:
+                raise SmallvisionError(f"{where.model_path}: {e}") from None
+            check = compare(run_batches(OnnxRunner(path), images), expected, width)
         runner = OnnxRunner(path)
-        check = compare(run_batches(runner, images), expected, width)
         if not (check["max_difference"] <= TOLERANCE and check["max_embedding_difference"] <= EMBEDDING_TOLERANCE):
             raise SmallvisionError(f"{where.model_path}: its ONNX export differs from it on {kind} images (max "
                                    f"|Δprobability| {check['max_difference']:.3g} > {TOLERANCE:g} or embedding "
                                    f"{check['max_embedding_difference']:.3g} > {EMBEDDING_TOLERANCE:g}); no model.onnx")
-        check.update(images=len(images), kind=kind, tolerance=TOLERANCE)
-        precision = (where.config.options or {}).get("precision", "fp32") if where.config is not None else "fp32"
+        check.update(images=len(images), kind=kind, tolerance=TOLERANCE,
+                     made="frozen network + head, joined" if joined else "the whole model converted")
         if precision == "int8":  # the run's frozen base computed in int8: so does its deployable model
-            path, check = _quantized(where, opened, path, images, width, check)
+            path, check = _quantized(where, opened, path, images, width, check,
+                                     parts if joined and parts[1] else None, model is not opened.model, tmp)
         labels = labels_file(opened, where, "onnx", np.dtype(runner.dtype).name, check,
                              embedding=int(expected.shape[1] - width), model_sha256=sha256_file(path),
                              precision=precision)
@@ -134,23 +141,69 @@ def write(where, opened, limit=CHECK_IMAGES):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _quantized(where, opened, path, images, width, check):
-    """The fp32 ``path`` quantized as the run's extractor was (the same calibration images and
-    method, :func:`smallvision.runtime.quantize_onnx`); the check gains how its decisions and
+def _train_shas(where):
+    return [r["sha256"] for r in where.run.read_csv("index.csv") if r["split"] == "train"]
+
+
+def _parts(where, opened):
+    """The run's cached frozen network and its head (:meth:`Strategy.deploy_parts`), or None."""
+    if where.config is None or where.run is None:
+        return None
+    from . import strategies
+    from .strategies import TrainSpec
+    try:
+        return strategies.get(where.config.strategy).deploy_parts(opened.model, TrainSpec.from_config(where.config),
+                                                                  _train_shas(where))
+    except Exception:  # anything unexpected: the whole model is converted instead
+        return None
+
+
+def _join(base_path, head, out, images, embedding, tmp):
+    """Write ``out``: the frozen network's ONNX (``base_path``) feeding ``head`` (a Keras model on its
+    output, converted here: a small graph), with the network's output as a second output when
+    ``embedding``. False when it cannot be done (the caller converts the whole model)."""
+    import onnx
+    from onnx import compose, version_converter
+
+    from .runtime import OnnxRunner, convert, run_batches
+    try:
+        head_path = os.path.join(tmp, "head.onnx")
+        convert(head, head_path, "onnx", run_batches(OnnxRunner(base_path), images[:2]).astype(np.float32))
+        base, top = onnx.load(base_path), onnx.load(head_path)
+        opset = {o.domain: o.version for o in base.opset_import}.get("", 13)
+        if {o.domain: o.version for o in top.opset_import}.get("", opset) != opset:
+            top = version_converter.convert_version(top, opset)
+        top.ir_version = base.ir_version
+        top = compose.add_prefix(top, "head/")
+        merged = compose.merge_models(base, top, io_map=[(base.graph.output[0].name, top.graph.input[0].name)])
+        if embedding:
+            merged.graph.output.append(base.graph.output[0])
+        onnx.save(merged, out)
+        return True
+    except Exception:  # any failure: the caller converts the whole model
+        return False
+
+
+def _quantized(where, opened, path, images, width, check, parts=None, embedding=False, tmp=None):
+    """The deployable model in int8: the run's own int8 network joined with its head (``parts``), or
+    else the fp32 ``path`` quantized as the run's extractor was (the same calibration images and
+    method, :func:`smallvision.runtime.quantize_onnx`). The check gains how its decisions and
     probabilities compare with the float32 model's on the check images (reported, not a limit:
     int8 differs from float32 by design; the run's own figures were measured in int8)."""
     from .data.imagefile import read_image
     from .runtime import OnnxRunner, quantize_onnx, run_batches
     from .strategies.features import calibration_choice
-    rows = [r for r in where.run.read_csv("index.csv") if r["split"] == "train"]
-    chosen = calibration_choice([r["sha256"] for r in rows])
-    calib = np.stack([read_image(os.path.join(where.run.config.data, rows[i]["path"]), opened.spec)[0]
-                      for i in chosen])
     int8 = os.path.join(os.path.dirname(path), "model-int8.onnx")
-    quantize_onnx(path, int8, calib, where.model_path)
+    chosen = calibration_choice(_train_shas(where))
+    if parts is None or not _join(parts[1], parts[2], int8, images, embedding, tmp):
+        rows = [r for r in where.run.read_csv("index.csv") if r["split"] == "train"]
+        calib = np.stack([read_image(os.path.join(where.run.config.data, rows[i]["path"]), opened.spec)[0]
+                          for i in chosen])
+        quantize_onnx(path, int8, calib, where.model_path)
     q = compare(run_batches(OnnxRunner(int8), images), run_batches(OnnxRunner(path), images), width)
     check = dict(check, int8_vs_fp32={"max_difference": q["max_difference"], "differing": q["differing"],
-                                      "calibration_images": len(chosen)})
+                                      "calibration_images": len(chosen),
+                                      "made": "the run's int8 network + head, joined" if parts else "quantized"})
     return int8, check
 
 

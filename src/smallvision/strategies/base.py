@@ -100,6 +100,14 @@ class Strategy:
         None: computed from the images."""
         return None
 
+    def deploy_parts(self, model, spec, train_shas=None):
+        """``(cached ONNX file of the frozen network, the Keras head on its output)`` when the
+        published ``model`` is that network then that head (:mod:`smallvision.deploy` then joins
+        the two ONNX graphs instead of converting the whole model: seconds saved, and an int8 run
+        deploys the very network its features came from), or None: convert it whole.
+        ``train_shas``: the training images' sha256 (an int8 network is named by its calibration)."""
+        return None
+
     def stages(self, spec, num_classes):
         """``[Stage]`` to train through; default: one stage, "train", of ``spec.epochs`` epochs."""
         return [Stage("train", spec.epochs, None)]

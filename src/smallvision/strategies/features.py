@@ -37,6 +37,22 @@ class Features(pretrained.Pretrained):
     def inputs(self, prep, options, progress=True, seed=0):
         return cached_features(prep, options, progress)
 
+    def deploy_parts(self, model, spec, train_shas=None):
+        """The cached extractor (pooled: a ``gap`` head) and the nested head of the published model:
+        ``(fp32 ONNX, int8 ONNX or None, head)``."""
+        o = spec.options
+        if o.head != "gap":
+            return None
+        try:
+            head = model.get_layer(f"{o.backbone}_{o.head}_head")
+        except ValueError:
+            return None
+        int8 = Extractor(o, spec.image_size, calibration_tag=calibration_tag(train_shas) if train_shas else None)
+        fp32 = Extractor(o.replace(precision="fp32"), spec.image_size)
+        if fp32.cached_onnx() is None or (int8.int8 and (not train_shas or int8.cached_onnx() is None)):
+            return None
+        return fp32.cached_onnx(), int8.cached_onnx() if int8.int8 else None, head
+
     def image_model(self, head, spec, stage):
         """Frozen base + trained head: one model from uint8 images to probabilities."""
         import keras
@@ -77,7 +93,8 @@ class Extractor:
             network is quantized, calibrated on its training images (:func:`calibration`).
     """
 
-    def __init__(self, options, image_size, part="", build=None, parts=None, shape=None, prep=None):
+    def __init__(self, options, image_size, part="", build=None, parts=None, shape=None, prep=None,
+                 calibration_tag=None):
         self.o = options
         self.size = tuple(image_size)
         self.part = part or ("gap" if options.head == "gap" else "")
@@ -85,7 +102,8 @@ class Extractor:
         self._weights = _weights_tag(options.weights)  # a weights file is hashed once, not per tag
         self.parts = list(parts) if parts else [self]
         self.int8 = getattr(options, "precision", "fp32") == "int8"
-        self.calibration = calibration(prep) if self.int8 and prep is not None else None
+        self.calibration = calibration(prep) if self.int8 and prep is not None else \
+            (None, calibration_tag) if self.int8 and calibration_tag else None
         if shape is not None:
             _SHAPES.setdefault((self.tag("", fp32=True), self.size), tuple(shape))
 
@@ -116,13 +134,24 @@ class Extractor:
                     write_json_atomic(path, {"shape": list(_SHAPES[key])})
         return _SHAPES[key]
 
+    def _key(self):
+        import keras
+        h, w = self.size
+        return f"{self.tag(f'{h}x{w}', fp32=True)}-keras{keras.__version__}"
+
+    def cached_onnx(self):
+        """The cached ONNX file of this network as its rows were computed (int8: the quantized one),
+        or None when it is not in the cache."""
+        from .. import runtime
+        key = self._key() + (f"-int8-{self.calibration[1]}" if self.int8 else "")
+        path = runtime.cache_path(key)
+        return path if os.path.isfile(path) else None
+
     def runner(self, count):
         """The network through the CPU runtime (exported once per backbone/weights/size/part)."""
-        import keras
-
         from .. import runtime
         h, w = self.size
-        key = f"{self.tag(f'{h}x{w}', fp32=True)}-keras{keras.__version__}"
+        key = self._key()
         what = f"{self.o.backbone} at {h}x{w}"
         if self.int8:
             return runtime.int8_runner(lambda: self._build(True), key, self.calibration, what=what)
@@ -147,12 +176,15 @@ def calibration_choice(shas, n=CALIBRATION_IMAGES):
 def calibration(prep, n=CALIBRATION_IMAGES):
     """``(images, tag)``: the calibration images (:func:`calibration_choice`) and a tag naming them
     by content (int8 caches are keyed by it)."""
-    import hashlib
     shas = [prep.index.entries[p].sha256 for p in prep.splits.train]
     chosen = calibration_choice(shas, n)
-    images = np.stack([prep.images["train"][i] for i in chosen])
-    tag = hashlib.sha256("".join(sorted(shas[i] for i in chosen)).encode()).hexdigest()[:10]
-    return images, tag
+    return np.stack([prep.images["train"][i] for i in chosen]), calibration_tag(shas, n)
+
+
+def calibration_tag(shas, n=CALIBRATION_IMAGES):
+    """Names the calibration images of training images ``shas`` by their content."""
+    import hashlib
+    return hashlib.sha256("".join(sorted(shas[i] for i in calibration_choice(shas, n))).encode()).hexdigest()[:10]
 
 
 def extractor(image_size, o, weights=True):
