@@ -27,6 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from _common import DATA, machine, need_data, record
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -133,7 +140,10 @@ def main():
                       startup_seconds=round(time.perf_counter() - t, 1), levels=[])
         asyncio.run(load(url, photos, 4, 40))  # warm
         for clients in (1, 4, 16):
+            server_cpu, client_cpu = cpu_s(server.pid), time.process_time()
             level = asyncio.run(load(url, photos, clients, a.requests))
+            level["server_cpu_ms_per_image"] = round(1000 * (cpu_s(server.pid) - server_cpu) / level["requests"], 1)
+            level["client_cpu_ms_per_image"] = round(1000 * (time.process_time() - client_cpu) / level["requests"], 1)
             result["levels"].append(level)
             print(level, flush=True)
         soaks = []  # twice: growth that stops after the first 2,000 is warm-up (allocator arenas), not a leak
@@ -160,6 +170,7 @@ def main():
         for row in answers:
             print(row, flush=True)
         result["model_alone_images_per_s"] = model_alone(a.run, photos)
+        result["model_alone_cpu_ms_per_image"] = round(1000 * 2 / result["model_alone_images_per_s"], 1)  # 2 cores busy
         one, sixteen = result["levels"][0], result["levels"][-1]
         result["goals"] = {
             "16 clients >= 90 % of the model alone (images/s)": round(sixteen["images_per_s"] /

@@ -109,7 +109,9 @@ def test_an_older_run_gets_it_on_first_use(trained, tmp_path):
     assert not [f for f in os.listdir(old) if f.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("damage", ["garbage-onnx", "other-model-keras", "half-written", "labels-garbage"])
+@pytest.mark.parametrize("damage", ["garbage-onnx", "other-model-keras",
+                                    pytest.param("half-written", marks=pytest.mark.slow),
+                                    pytest.param("labels-garbage", marks=pytest.mark.slow)])
 def test_a_stale_or_damaged_pair_is_not_used_and_is_written_again(trained, tmp_path, damage):
     run, data = trained
     copy = _copy(run, tmp_path)
@@ -143,6 +145,7 @@ def test_a_read_only_run_folder_falls_back_to_keras(trained, tmp_path, capsys):
     assert len(rows) == 32 and "using the Keras model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_model_that_does_not_export_leaves_the_run_finished(tmp_path_factory, monkeypatch, capsys):
     from smallvision import runtime
 

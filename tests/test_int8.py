@@ -53,6 +53,7 @@ def test_its_model_onnx_is_quantized_and_agrees_with_its_own_figures(trained):
         assert r["probability"] == pytest.approx(float(want["probability"]), abs=0.05), r["path"]
 
 
+@pytest.mark.slow
 def test_an_unfaithful_quantization_is_refused_and_leaves_nothing(trained, tmp_path, monkeypatch):
     run, _, cache = trained
     monkeypatch.setattr(runtime, "INT8_FAITHFUL", {"median": 1.01, "min": 1.01})

@@ -174,7 +174,7 @@ def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapte
     kw = dict(out=tmp_path / "runs", epochs=1, image_size=64, verbose=0, progress=False)
     run = api.train(data, "features-augment", views=3, **kw)
     assert run.config.options == {"backbone": "efficientnet_lite0", "head": "gap", "classifier": "chapter",
-                                  "weights": "imagenet", "views": 3}  # every option recorded, resolved
+                                  "weights": "imagenet", "precision": "fp32", "views": 3}  # every option recorded, resolved
     shards = lambda: sorted(p.name for p in isolated_cache.glob("views/chapter/*/*.u8"))
     first = shards()
     assert len(first) == 1 and os.path.getsize(isolated_cache / "views" / "chapter" /

@@ -154,7 +154,7 @@ def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
                     split="0.5,0.25,0.25", verbose=0, progress=False)
     check_run_folder(run, 2)
     assert run.config.options == {"backbone": "efficientnet_lite0", "head": "gap", "classifier": "chapter",
-                                  "weights": "imagenet"} and run.config.image_size == (64, 64)
+                                  "weights": "imagenet", "precision": "fp32"} and run.config.image_size == (64, 64)
     # model.keras is base + head: it takes images, opens in plain Keras, and predicts like the run
     assert plain_keras_load(run.model_path).endswith("(1, 1)")
     rows = api.predict(run.path, [tiny_data / "bars"])

@@ -86,6 +86,9 @@ class OnnxRunner:
         options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
         options.log_severity_level = 3
+        # no spinning between runs: its busy-waiting threads took the cores from the decoding
+        # threads beside them (serve at 16 clients: 68 -> 94-98 images/s; the model alone: the same)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         first = self.session.get_inputs()[0]
