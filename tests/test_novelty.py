@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 
-import json
 
 import numpy as np
 import pytest
