@@ -264,7 +264,8 @@ def runner(folder, labels):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            from tensorflow.lite import Interpreter
+            import tensorflow as tf
+            Interpreter = tf.lite.Interpreter
         interpreter = Interpreter(model_path=path)
         inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
