@@ -107,7 +107,7 @@ def main():
     e = env(args.src)
     predict = [sys.executable, "-m", "smallvision", "predict", args.run]
     one, p500, p2000 = photos(1), photos(500), photos(2000)
-    result = {"machine": machine(), "run": os.path.basename(os.path.normpath(args.run)), "src": args.src or "this"}
+    result = {"machine": machine(), "run": os.path.basename(os.path.normpath(args.run)), "src": "another checkout (--src)" if args.src else "this checkout"}
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "p.csv")
         timed(predict + p500 + ["--output", out], e)  # warm-up: a first use writes what it writes
