@@ -168,7 +168,8 @@ def _join(base_path, head, out, images, embedding, tmp):
     from .runtime import OnnxRunner, convert, run_batches
     try:
         head_path = os.path.join(tmp, "head.onnx")
-        convert(head, head_path, "onnx", run_batches(OnnxRunner(base_path), images[:2]).astype(np.float32))
+        if not os.path.isfile(head_path):  # an int8 run joins the same head twice (fp32, then int8)
+            convert(head, head_path, "onnx", run_batches(OnnxRunner(base_path), images[:2]).astype(np.float32))
         base, top = onnx.load(base_path), onnx.load(head_path)
         opset = {o.domain: o.version for o in base.opset_import}.get("", 13)
         if {o.domain: o.version for o in top.opset_import}.get("", opset) != opset:
