@@ -206,3 +206,29 @@ def test_a_rows_shape_is_kept_beside_the_cache_so_a_warm_run_builds_no_network(t
     monkeypatch.setattr(features, "_SHAPES", {})
     assert features.Extractor(o, (96, 96), build=build).shape == (1280,) and built == [False, False]
     assert '"shape"' in saved[0].read_text()
+
+
+def test_a_cold_cache_builds_the_head_a_warm_one_builds(tmp_path, monkeypatch):
+    """Learning a row's shape builds the backbone without weights, and that build draws its
+    initializers' seeds from Python's generator: the head built after it must start from the very
+    weights a warm cache (which builds nothing) gives, or a run depends on what was cached before
+    it (it did: the first of two identical features-augment runs trained another curve)."""
+    from smallvision import runner
+    from types import SimpleNamespace
+
+    from smallvision.strategies import features
+    from smallvision.strategies.options import PretrainedOptions
+    monkeypatch.setenv("SMALLVISION_CACHE", str(tmp_path))
+    o = PretrainedOptions(backbone="efficientnet_lite0", head="gap", classifier="chapter", weights=None)
+    spec = SimpleNamespace(strategy="features-augment", image_size=(64, 64), seed=3, learning_rate=1e-3, options=o)
+    heads = []
+    for cold in (True, False, True):
+        monkeypatch.setattr(features, "_SHAPES", {})
+        if cold:
+            for f in (tmp_path / "shapes").glob("*"):
+                f.unlink()
+        heads.append(runner.build(spec, 2).get_weights())
+    assert (tmp_path / "shapes").is_dir()
+    for other in heads[1:]:
+        for a, b in zip(heads[0], other):
+            np.testing.assert_array_equal(a, b)

@@ -268,13 +268,13 @@ def export_onnx(model, path, probe=None):
 def convert(model, path, format, probe):
     """Keras' own ``model.export`` of ``model``'s inference graph (augmentation layers, the identity
     outside training, dropped: they break the ONNX and LiteRT converters), called once on
-    ``probe`` first when it is a new graph (the exporters need a called model); the converters'
-    chatter silenced, their errors one :class:`ExportError` line."""
+    ``probe`` first (the exporters need a called model: a model just loaded from ``model.keras``
+    is built but, under JAX, not called); the converters' chatter silenced, their errors one
+    :class:`ExportError` line."""
     from .models.walk import inference_graph
     try:
         graph = inference_graph(model)
-        if graph is not model:
-            graph.predict_on_batch(probe[:1])
+        graph(probe[:1], training=False)  # __call__ (predict does not mark a model called under JAX)
         sink = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")

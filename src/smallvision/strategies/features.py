@@ -129,7 +129,8 @@ class Extractor:
             try:
                 _SHAPES[key] = tuple(int(n) for n in read_json(path)["shape"])
             except (OSError, ValueError, KeyError, TypeError):
-                _SHAPES[key] = tuple(self._build(False).output_shape[1:])
+                with pretrained.random_state_kept():  # a cold cache draws what a warm one draws
+                    _SHAPES[key] = tuple(self._build(False).output_shape[1:])
                 with contextlib.suppress(OSError):
                     write_json_atomic(path, {"shape": list(_SHAPES[key])})
         return _SHAPES[key]

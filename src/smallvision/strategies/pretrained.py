@@ -8,6 +8,7 @@ layer. What does hold: a BatchNormalization layer that is not trainable always u
 moving statistics, and a dropout layer with rate 0 does nothing. ``frozen_base`` relies on
 exactly those two facts, so the base computes the same features in ``fit`` as in ``predict``.
 """
+import contextlib
 import math
 
 from .base import Stage, Strategy
@@ -70,12 +71,37 @@ def check_base_weights(o):
         check_weights(o.backbone, o.weights)
 
 
+@contextlib.contextmanager
+def random_state_kept():
+    """Python's and NumPy's generators as they were before the block: a network built only to
+    learn a shape draws its initializers' default seeds from Python's generator (Keras'
+    ``make_default_seed``), and must not change what the model built next draws — a cold cache
+    and a warm one (which builds nothing) then give the same run."""
+    import random
+
+    import numpy as np
+    py, np_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+
+
 def frozen_base(image_size, o, weights=True):
     """The backbone of options ``o`` (0..255 RGB in, feature map out), frozen and in inference
-    mode for good; ``weights=False``: without its weights (to learn shapes)."""
+    mode for good; ``weights=False``: without its weights (to learn shapes), leaving the random
+    generators as they were (:func:`random_state_kept`)."""
+    if not weights:
+        with random_state_kept():
+            return _frozen(image_size, o, None)
+    return _frozen(image_size, o, o.weights)
+
+
+def _frozen(image_size, o, weights):
     from ..backbones.registry import create
     from ..models.walk import leaves
-    base = create(o.backbone, tuple(image_size), weights=o.weights if weights else None)
+    base = create(o.backbone, tuple(image_size), weights=weights)
     noise = _noise_layers()
     for layer in leaves(base):
         if isinstance(layer, noise):  # stochastic depth etc.: off, even when fit says training=True
