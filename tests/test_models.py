@@ -16,11 +16,23 @@ def test_scratch_has_the_chapters_991041_parameters():
 
 
 def test_augment_adds_augmentation_and_dropout_not_parameters():
-    model = strategies.get("augment").build((180, 180), 2, 0, 1e-3)
+    """It trains with one batched augmentation layer and publishes the chapter's model (Keras'
+    three layers) with the trained weights: the same function outside training."""
+    import numpy as np
+
+    from smallvision.models.augment import RandomChapterAugmentation
+    s = strategies.get("augment")
+    model = s.build((180, 180), 2, 0, 1e-3)
     assert model.count_params() == 991_041
-    aug = model.get_layer("data_augmentation")
-    assert [type(l).__name__ for l in aug.layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert isinstance(model.get_layer("data_augmentation"), RandomChapterAugmentation)
     assert model.get_layer("dropout").rate == 0.5
+    spec = strategies.TrainSpec.parse("augment", image_size=(180, 180))
+    published = s.image_model(model, spec, "train")
+    aug = published.get_layer("data_augmentation")
+    assert [type(l).__name__ for l in aug.layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert published.count_params() == 991_041
+    x = np.random.default_rng(0).integers(0, 256, (4, 180, 180, 3)).astype("float32")
+    np.testing.assert_allclose(published.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-6, atol=1e-7)
 
 
 def test_many_classes_use_softmax_and_sparse_loss():

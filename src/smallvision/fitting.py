@@ -14,6 +14,14 @@ from .progress import duration
 from .runs import load_model
 
 
+def load_checkpoint(path):
+    """A checkpoint as trained: it may hold smallvision's own training layers
+    (:class:`~smallvision.models.augment.RandomChapterAugmentation`), registered with Keras by
+    importing their module; the published model.keras never does."""
+    from .models import augment  # noqa: F401  (registers the layer)
+    return load_model(path)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """After every epoch: history row, last checkpoint, best checkpoint (on val_loss), commit.
 
@@ -104,7 +112,7 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, image_model=
         The metrics dict written to ``metrics.json``.
     """
     best = run.file("checkpoint", state.best)
-    model = load_model(best)  # plain Keras, as a user would load it
+    model = load_checkpoint(best)
     exported = image_model(model) if image_model is not None else model
     if exported is model:  # saved as trained: the checkpoint file is the model file
         run.copy_file(("checkpoint", state.best), (model_file,))

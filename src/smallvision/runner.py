@@ -142,7 +142,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devi
     must be the same (the data-index hash is checked). ``devices``: as in :func:`train`;
     None keeps the run's own (config.json), and the global batch stays the run's.
     """
-    from .runs import load_model
+    from .fitting import load_checkpoint
 
     t0 = time.perf_counter()
     run = Run.open(run_path)
@@ -170,7 +170,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devi
         import keras
         keras.utils.set_random_seed(config.seed + state.epochs_done)
         with dev.scope():
-            model = load_model(run.file("checkpoint", state.last))
+            model = load_checkpoint(run.file("checkpoint", state.last))
         if state.stopped_early and epochs is not None:
             state = state.with_(stopped_early=False, wait=0)
     else:  # killed before the first epoch was committed: start again, same seed
@@ -327,8 +327,7 @@ class Learner:
         selection's."""
         from ._io import read_json, write_json_atomic
         from .data import with_validation_in_train
-        from .fitting import publish_refit
-        from .runs import load_model
+        from .fitting import load_checkpoint, publish_refit
 
         run, prep, spec, dev = self.run, self.prep, self.spec, self.dev
         final_stages = refit_stages(self.stages, state)
@@ -352,13 +351,13 @@ class Learner:
             import keras
             keras.utils.set_random_seed(spec.seed + rstate.epochs_done)
             with dev.scope():
-                model = load_model(ref.file("checkpoint", rstate.last))
+                model = load_checkpoint(ref.file("checkpoint", rstate.last))
         else:
             rstate = RunState()
             with dev.scope():
                 model = build(spec, len(prep.class_names), self.strategy.refit_options(spec.options))
         model, rstate, inputs = self.fit(ref, model, merged, final_stages, rstate, validate=False)
-        final = load_model(ref.file("checkpoint", rstate.last))
+        final = load_checkpoint(ref.file("checkpoint", rstate.last))
         publish_refit(run, final, self.strategy.image_model(final, self.spec, final_stages[-1].name),
                       (inputs["test"], prep.labels["test"], prep.paths("test")), prep.class_names,
                       self._eval_batch(inputs),
