@@ -55,6 +55,7 @@ def test_what_an_older_run_recorded_reads_with_the_defaults_of_its_time():
     assert old.classifier is None and old.refit is False and old.runs == ("scratch-seed0",)
 
 
+@pytest.mark.slow  # default tier under 5 minutes: CI's extended tier runs it
 def test_old_run_folders_still_resume_report_predict_and_export(tiny_data, tmp_path):
     """A run written today, its JSON rewritten into the shape the code before the typed contracts
     wrote (options: only those given, no classifier from before that option; run.json and

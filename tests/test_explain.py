@@ -100,6 +100,7 @@ def test_explain_pooling_numbers():
     assert "8,376,897" in text and "78x78" in text and "11x11" in text
 
 
+@pytest.mark.slow  # default tier under 5 minutes: CI's extended tier runs it
 def test_explain_pooling_trains_both(tiny_data, tmp_path):
     facts = api.explain_pooling((80, 80), train_data=tiny_data, epochs=1, out=tmp_path / "runs", progress=False)
     assert "after 1 epochs" in facts.text

@@ -106,6 +106,7 @@ def _predictions(run, split):
     return {r["path"]: float(r["p_true"]) for r in run.read_predictions() if r["split"] == split}
 
 
+@pytest.mark.slow  # default tier under 5 minutes: CI's extended tier runs it
 def test_refit_keeps_both_models_and_says_which_figure_is_which(tiny_data, tmp_path):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=4, classifier="linear", refit=True, **TINY)
     m, best = run.metrics, run.metrics["best_epoch"]

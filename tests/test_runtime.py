@@ -166,6 +166,7 @@ def test_cached_head_and_end_to_end_model_give_the_same_loss_and_head_gradients(
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # default tier under 5 minutes: CI's extended tier runs it
 def test_features_augment_on_views_reuses_them_across_seeds_and_saves_the_chapters_model(tmp_path, isolated_cache):
     import keras
 

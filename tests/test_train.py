@@ -149,6 +149,7 @@ def test_resume_finds_moved_data(tiny_data, tmp_path):
     assert len(again.read_history()) == 2 and again.config.data == str(moved)
 
 
+@pytest.mark.slow  # default tier under 5 minutes: CI's extended tier runs it
 def test_features_strategy_end_to_end(tiny_data, tmp_path, isolated_cache):
     run = api.train(tiny_data, "features", out=tmp_path / "runs", epochs=2, image_size=64, head="gap",
                     split="0.5,0.25,0.25", verbose=0, progress=False)
