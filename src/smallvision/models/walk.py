@@ -142,6 +142,17 @@ def split(model, layers):
     return body, head
 
 
+def copy_weights(source, target):
+    """Give every layer of ``source`` that has weights, nested ones included, to the layer of
+    the same name in ``target`` (e.g. a trained head into the end-to-end model it belongs to);
+    returns ``target``."""
+    by_name = {layer.name: layer for layer in leaves(target) if layer.weights}
+    for layer in leaves(source):
+        if layer.weights:
+            by_name[layer.name].set_weights(layer.get_weights())
+    return target
+
+
 def is_augmentation(layer):
     """Keras' random augmentation layers (RandomFlip, RandomRotation, RandomZoom, …): the
     identity outside training."""

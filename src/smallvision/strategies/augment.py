@@ -25,12 +25,9 @@ class Augment(ChapterConvnet):
         from ..labels import classes_of_units
         from ..models.augment import chapter_augmentation
         from ..models.convnet import chapter_convnet
-        published = chapter_convnet(tuple(spec.image_size), classes_of_units(model.output_shape[-1]),
-                                    augmentation=chapter_augmentation(spec.seed), dropout=0.5)
-        for layer in published.layers:
-            if layer.weights:
-                layer.set_weights(model.get_layer(layer.name).get_weights())
-        return published
+        from ..models.walk import copy_weights
+        return copy_weights(model, chapter_convnet(tuple(spec.image_size), classes_of_units(model.output_shape[-1]),
+                                                   augmentation=chapter_augmentation(spec.seed), dropout=0.5))
 
 
 def _seed(seed):

@@ -129,8 +129,7 @@ class Extractor:
             try:
                 _SHAPES[key] = tuple(int(n) for n in read_json(path)["shape"])
             except (OSError, ValueError, KeyError, TypeError):
-                with pretrained.random_state_kept():  # a cold cache draws what a warm one draws
-                    _SHAPES[key] = tuple(self._build(False).output_shape[1:])
+                _SHAPES[key] = tuple(self._build(False).output_shape[1:])  # random state kept: frozen_base
                 with contextlib.suppress(OSError):
                     write_json_atomic(path, {"shape": list(_SHAPES[key])})
         return _SHAPES[key]

@@ -43,11 +43,8 @@ def view_inputs(prep, o, progress=True, seed=0):
 def end_to_end(head, image_size, o):
     """The chapter's end-to-end model (augmentation, frozen base, head) with the weights of the
     trained ``head`` (a model on the cached features)."""
-    model = build_model(image_size, classes_of_units(head.output_shape[-1]), 0, 1e-3, o)
-    for layer in head.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-    return model
+    from ..models.walk import copy_weights
+    return copy_weights(head, build_model(image_size, classes_of_units(head.output_shape[-1]), 0, 1e-3, o))
 
 
 @register

@@ -145,17 +145,13 @@ class Finetune(pretrained.Pretrained):
     def image_model(self, model, spec, stage):
         """The chapter's one model (augmentation, base, head) with the fine-tuned weights (stopped
         before fine-tuning began: with the trained head)."""
-        from ..models.walk import leaves
+        from ..models.walk import copy_weights
         o, size = spec.options, spec.image_size
         if stage == "head":
             return features_augment.end_to_end(model, size, o)
         full = _load_start(o.start) if o.start else features_augment.build_model(
             size, classes_of_units(model.output_shape[-1]), 0, 1e-3, o)
-        by_name = {layer.name: layer for layer in leaves(full) if layer.weights}
-        for layer in leaves(model):
-            if layer.weights:
-                by_name[layer.name].set_weights(layer.get_weights())
-        return full
+        return copy_weights(model, full)
 
     def fill_caches(self, prep, o, progress=True, seed=0):
         """One frozen pass for everything the pretrained strategies read: the clean images' lower
