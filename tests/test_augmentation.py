@@ -146,6 +146,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a JAX process that compiles two training steps (~20 s): CI's extended tier runs it
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("jax"), reason="jax is not installed here")
 def test_a_jax_training_step_with_augmentation_is_compiled():
     out = subprocess.run([sys.executable, "-c", JAX_STEP], capture_output=True, text=True, timeout=300,
