@@ -70,7 +70,7 @@ LAYERS = {
     "runner": 2, "inference": 2, "ladder": 2, "audit": 2, "curve": 2, "report": 2, "demo": 2, "explain.verbs": 2, "export": 2,
     "serve": 2,
     "strategies": 3, "models": 3, "backbones": 3, "explain": 3, "plots": 3,
-    "runtime": 3, "deploy": 3, "distribute": 3, "fitting": 3, "novelty": 3,
+    "runtime": 3, "deploy": 3, "distribute": 3, "mixed": 3, "fitting": 3, "novelty": 3,
     "data": 4,
     "runs": 5, "client": 5, "config": 5, "metrics": 5, "labels": 5, "labelsfile": 5, "checks": 5, "progress": 5, "_io": 5, "errors": 5,
     "__init__": 5,

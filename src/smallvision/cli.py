@@ -14,6 +14,7 @@ from . import __version__
 from .checks import DEFAULT_SPLIT
 from .distribute import first_process
 from .errors import SmallvisionError
+from .mixed import MODES as MIXED_MODES
 from .runtime import FORMATS, RUNTIMES
 from .strategies import LADDER, get as get_strategy
 from .strategies.options import (CLASSIFIERS, DEFAULT_BACKBONE, DEFAULT_HEAD_EPOCHS, DEFAULT_VIEWS, HEADS,
@@ -50,6 +51,13 @@ def _devices_arg(p, what="trains"):
     p.add_argument("--devices", metavar="N|all", help=f"{what} data-parallel on N devices (or all) with the "
                    "backend's engine: JAX keras.distribution.DataParallel, TensorFlow MirroredStrategy; "
                    "--batch-size stays the global batch (default: one device)")
+
+
+def _mixed_arg(p, what="trains"):
+    p.add_argument("--mixed-precision", choices=MIXED_MODES, default="auto",
+                   help=f"{what} in Keras' mixed_float16 or mixed_bfloat16 policy: auto (default) is bfloat16 on "
+                   "a GPU of compute capability 8.0 or more, float16 on 7.x, off on a CPU; model.keras is "
+                   "float32 either way")
 
 
 def _verbose(args):
@@ -223,6 +231,7 @@ def add_train(sub):
     p.add_argument("--views", help="features-augment: augmented views cached per training image, one drawn per "
                    f"epoch (default {DEFAULT_VIEWS}), or 'exact': a fresh view every epoch (slower)")
     _devices_arg(p)
+    _mixed_arg(p)
     _runtime_arg(p)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.set_defaults(func=train)
@@ -248,7 +257,8 @@ def train(args):
                         class_weight=args.class_weight, split=args.split, verbose=_verbose(args),
                         backbone=args.backbone, head=args.head, weights=args.weights, start=args.start,
                         head_epochs=args.head_epochs, views=args.views, classifier=args.classifier,
-                        precision=args.precision, refit=args.refit, devices=args.devices)
+                        precision=args.precision, refit=args.refit, devices=args.devices,
+                        mixed_precision=args.mixed_precision)
     if first_process():  # another process of a multi-process training writes nothing and says nothing
         print(api.describe(run))
     return 0
@@ -386,6 +396,7 @@ def add_ladder(sub):
                    "(default: the chapter's)")
     _refit_arg(p, "each run's epoch")
     _devices_arg(p, "every run trains")
+    _mixed_arg(p, "every run trains")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     _runtime_arg(p)
     p.set_defaults(func=ladder)
@@ -396,7 +407,8 @@ def ladder(args):
     out = api.ladder(args.data, out=args.out, strategies=args.strategies and args.strategies.split(","),
                      backbone=args.backbone, epochs_scale=args.epochs_scale, seeds=args.seeds,
                      image_size=args.image_size, batch_size=args.batch_size, split=args.split, views=args.views,
-                     patience=args.patience, classifier=args.classifier, refit=args.refit, devices=args.devices)
+                     patience=args.patience, classifier=args.classifier, refit=args.refit, devices=args.devices,
+                     mixed_precision=args.mixed_precision)
     if not first_process():  # another process of the same training writes and reports
         return 0
     print(api.summary_table(out))

@@ -47,6 +47,7 @@ class RunConfig:
     options: dict = dataclasses.field(default_factory=dict)  # strategy options (backbone, head, weights, start, …)
     refit: bool = False  # after selection on validation, the final model trains on train + validation
     devices: dict = dataclasses.field(default_factory=dict)  # distribute.Devices.to_json(); {}: one (older runs)
+    mixed_precision: str = "off"  # what it trains in, resolved (smallvision.mixed: off, float16, bfloat16)
     versions: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -17,9 +17,12 @@ from .runs import load_model
 def load_checkpoint(path):
     """A checkpoint as trained: it may hold smallvision's own training layers
     (:class:`~smallvision.models.augment.RandomChapterAugmentation`), registered with Keras by
-    importing their module; the published model.keras never does."""
+    importing their module; the published model.keras never does. It loads in the dtype policy
+    it was trained in (:func:`smallvision.mixed.saved_mode`)."""
+    from . import mixed
     from .models import augment  # noqa: F401  (registers the layer)
-    return load_model(path)
+    with mixed.scope(mixed.saved_mode(path)):
+        return load_model(path)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -99,7 +102,8 @@ def predict_probabilities(model, images, num_classes, batch_size=32):
 
 
 def finish(run, state, evaluation_sets, class_names, batch_size=32, image_model=None, model_file="model.keras"):
-    """Evaluate the best checkpoint, publish it as ``model_file``, write every prediction.
+    """Evaluate the best checkpoint, publish it as ``model_file``, write every prediction; a
+    checkpoint trained in mixed precision is evaluated and published in float32.
 
     Args:
         evaluation_sets: ``{"validation": (inputs, labels, paths), "test": (...)}``, the
@@ -111,10 +115,12 @@ def finish(run, state, evaluation_sets, class_names, batch_size=32, image_model=
     Returns:
         The metrics dict written to ``metrics.json``.
     """
+    from .mixed import as_float32
     best = run.file("checkpoint", state.best)
-    model = load_checkpoint(best)
+    trained = load_checkpoint(best)
+    model = as_float32(trained)  # trained in mixed precision: evaluated and published in float32
     exported = image_model(model) if image_model is not None else model
-    if exported is model:  # saved as trained: the checkpoint file is the model file
+    if exported is trained:  # saved as trained: the checkpoint file is the model file
         run.copy_file(("checkpoint", state.best), (model_file,))
     else:
         run.save_model(exported, model_file)

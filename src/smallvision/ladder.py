@@ -19,7 +19,7 @@ import shutil
 import statistics
 import time
 
-from . import runner
+from . import mixed, runner
 from . import strategies as strategies_module
 from ._io import read_json, write_json_atomic
 from .checks import DEFAULT_SPLIT, check_positive, image_size as parse_image_size, split_fractions
@@ -172,7 +172,7 @@ def _run_names(out):
 
 def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, seeds=1, image_size=None,
            batch_size=32, split=DEFAULT_SPLIT, progress=True, verbose=0, report=True, views=None, patience=None,
-           classifier=None, refit=False, devices=None):
+           classifier=None, refit=False, devices=None, mixed_precision="auto"):
     """Train the chapter's strategies on ``data`` into one ladder folder and write its report;
     re-running with the same ``out`` continues an interrupted ladder. Returns the folder.
 
@@ -192,6 +192,8 @@ def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, see
             the features-augment run's selection model, and its refit from that run's final one.
         devices: every run's devices (``runner.train``): None or 1, N or "all"; not a setting of
             the folder (a ladder may continue on other devices: the global batch is the same).
+        mixed_precision: every run's (``runner.train``; :mod:`smallvision.mixed`): "auto", "off",
+            "float16" or "bfloat16"; not a setting of the folder either (each run records its own).
         report: write report.md and report.html at the end.
 
     Each run's :class:`~smallvision.strategies.TrainSpec` is built from these settings and the
@@ -207,6 +209,7 @@ def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, see
                                    f"Received: strategies={list(strategies)!r}")
     chosen = [s for s in known if s in chosen]  # the chapter's order
     check_positive("epochs_scale", epochs_scale)
+    mixed_precision = mixed.parse(mixed_precision)
     check_positive("batch_size", batch_size, integer=True)
     if patience is not None:
         patience = check_positive("patience", patience, integer=True)
@@ -245,8 +248,8 @@ def ladder(data, out=None, strategies=None, backbone=None, epochs_scale=1.0, see
             if os.path.isdir(path):  # killed before its config was written: nothing to keep
                 shutil.rmtree(path)
             os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-            run = runner.train(record.data, the_plan.spec(entry, record), verbose=verbose, progress=progress,
-                               run_dir=path, devices=dev)
+            run = runner.train(record.data, the_plan.spec(entry, record).with_(mixed_precision=mixed_precision),
+                               verbose=verbose, progress=progress, run_dir=path, devices=dev)
         if progress:
             log(runner.describe(run))
     if progress:

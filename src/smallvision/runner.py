@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import distribute, strategies
+from . import distribute, mixed, strategies
 from .checks import check_positive
 from .config import RunConfig, RunState, versions
 from .data import prepare
@@ -51,7 +51,10 @@ def train(data, spec=None, *, out="runs", run_dir=None, verbose="auto", progress
             None: never), ``class_weight`` (None or "balanced"), ``split`` (train,validation,test
             fractions when ``data`` has no split folders), ``refit`` (after the epoch is chosen
             on validation, train the final model ``model.keras`` on train + validation for that
-            many epochs; ``selection.keras`` keeps the model the choice was made with), and the
+            many epochs; ``selection.keras`` keeps the model the choice was made with),
+            ``mixed_precision`` ("auto": bfloat16 or float16 on a GPU, off on a CPU; "off",
+            "float16", "bfloat16": :mod:`smallvision.mixed`; config.json records what it
+            resolved to, and model.keras is float32 either way), and the
             strategy's options: ``backbone``, ``head`` ("flatten" or "gap"), ``classifier``
             ("chapter": Dense 256, Dropout 0.5, output; or "linear": the output layer with L2),
             ``weights`` ("imagenet" or a weights file) for the pretrained strategies; ``views``
@@ -93,7 +96,8 @@ def train(data, spec=None, *, out="runs", run_dir=None, verbose="auto", progress
         raise SmallvisionError(f"strategy {strat.name}: {e}") from None
     decoding = DecodeSpec(*spec.image_size, spec.crop_to_aspect)
     num_classes = len(class_names)
-    with dev.scope():
+    mode = mixed.resolve(spec.mixed_precision)
+    with training_scope(dev, mode):
         model = build(spec, num_classes)  # bad options fail before decoding
     t0 = time.perf_counter()
     prep = prepare(data, decoding, spec.split, spec.seed, progress=progress)
@@ -113,12 +117,13 @@ def train(data, spec=None, *, out="runs", run_dir=None, verbose="auto", progress
         counts={name: np.bincount(prep.labels[name], minlength=num_classes).tolist() for name, _ in prep.splits.items()},
         data_index_sha256=prep.index.digest(), rejected=len(prep.index.rejects),
         duplicates=len(prep.splits.duplicates), options=spec.options.to_json(), refit=spec.refit,
-        devices=dev.to_json(), optimizer=type(model.optimizer).__name__.lower(), versions=versions())
+        devices=dev.to_json(), mixed_precision=mode, optimizer=_optimizer_name(model), versions=versions())
     run.write_config(config)
     run.write_data_files(prep.index, prep.splits)
     run.set_status(status="running", started=_now())
     if progress:
-        log(f"run folder: {run.path}" + (f"; training on {dev.describe()}" if dev.count > 1 else ""))
+        log(f"run folder: {run.path}" + (f"; training on {dev.describe()}" if dev.count > 1 else "")
+            + (f"; mixed precision: {mixed.policy(mode)}" if mode != "off" else ""))
         if spec.batch_size % dev.count:
             log(f"note: batch size {spec.batch_size} is not a multiple of {dev.count} devices: every batch is padded "
                 f"to {dev.padded(spec.batch_size)} (the padding weighs 0)")
@@ -169,7 +174,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devi
             log(f"resuming {run.path} after epoch {state.epochs_done} of {config.epochs}")
         import keras
         keras.utils.set_random_seed(config.seed + state.epochs_done)
-        with dev.scope():
+        with training_scope(dev, config.mixed_precision):
             model = load_checkpoint(run.file("checkpoint", state.last))
         if state.stopped_early and epochs is not None:
             state = state.with_(stopped_early=False, wait=0)
@@ -177,7 +182,7 @@ def resume(run_path, epochs=None, verbose="auto", progress=True, data=None, devi
         if progress:
             log(f"resuming {run.path}: no epoch was committed; starting from epoch 1")
         state = None
-        with dev.scope():
+        with training_scope(dev, config.mixed_precision):
             model = build(learner.spec, len(prep.class_names))
     run.set_status(status="running", resumed=_now())
     return learner.train(model, state, t0)
@@ -309,7 +314,7 @@ class Learner:
                                     seed=spec.seed, class_weight=self.config.class_weights, devices=dev)
             val_ds = ImageBatches(inputs["validation"], prep.labels["validation"], n, self._eval_batch(inputs, dev),
                                   devices=dev) if validate else None
-            with dev.scope():
+            with training_scope(dev, self.config.mixed_precision):
                 model, state = _enter_stage(model, stages, k, state, self.progress)
                 dev.prepare(model)
                 start = state.stage_start
@@ -328,6 +333,7 @@ class Learner:
         from ._io import read_json, write_json_atomic
         from .data import with_validation_in_train
         from .fitting import load_checkpoint, publish_refit
+        from .mixed import as_float32
 
         run, prep, spec, dev = self.run, self.prep, self.spec, self.dev
         final_stages = refit_stages(self.stages, state)
@@ -350,14 +356,14 @@ class Learner:
         if rstate is not None and rstate.epochs_done:
             import keras
             keras.utils.set_random_seed(spec.seed + rstate.epochs_done)
-            with dev.scope():
+            with training_scope(dev, self.config.mixed_precision):
                 model = load_checkpoint(ref.file("checkpoint", rstate.last))
         else:
             rstate = RunState()
-            with dev.scope():
+            with training_scope(dev, self.config.mixed_precision):
                 model = build(spec, len(prep.class_names), self.strategy.refit_options(spec.options))
         model, rstate, inputs = self.fit(ref, model, merged, final_stages, rstate, validate=False)
-        final = load_checkpoint(ref.file("checkpoint", rstate.last))
+        final = as_float32(load_checkpoint(ref.file("checkpoint", rstate.last)))  # published in float32
         publish_refit(run, final, self.strategy.image_model(final, self.spec, final_stages[-1].name),
                       (inputs["test"], prep.labels["test"], prep.paths("test")), prep.class_names,
                       self._eval_batch(inputs),
@@ -396,6 +402,20 @@ def refit_stages(stages, state):
         last = firsts[k + 1] - 1 if k + 1 < len(firsts) and firsts[k + 1] is not None else state.epochs_done
         out.append(stage._replace(epochs=min(last, state.best_epoch) - first + 1))
     return out
+
+
+@contextlib.contextmanager
+def training_scope(dev, mode):
+    """Where a run's models are built, loaded and trained: on its devices (``dev.scope()``), in
+    its mixed-precision mode (a resolved :mod:`smallvision.mixed` mode)."""
+    with dev.scope(), mixed.scope(mode):
+        yield
+
+
+def _optimizer_name(model):
+    """config.json's ``optimizer``: the one that steps (a float16 run's LossScaleOptimizer wraps it)."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return type(optimizer).__name__.lower()
 
 
 @contextlib.contextmanager

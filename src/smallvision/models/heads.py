@@ -3,11 +3,13 @@ from ..labels import is_binary, loss_for, output_units
 
 
 def classifier_output(x, num_classes, name="predictions", kernel_regularizer=None):
-    """Dense(1, sigmoid) for two classes, Dense(N, softmax) for more."""
+    """Dense(1, sigmoid) for two classes, Dense(N, softmax) for more; float32 under any dtype
+    policy (under mixed precision the probabilities and the loss stay float32, as Keras' guide
+    asks: :mod:`smallvision.mixed`)."""
     from keras import layers
     activation = "sigmoid" if is_binary(num_classes) else "softmax"
     return layers.Dense(output_units(num_classes), activation=activation, name=name,
-                        kernel_regularizer=kernel_regularizer)(x)
+                        kernel_regularizer=kernel_regularizer, dtype="float32")(x)
 
 
 def compile_classifier(model, num_classes, optimizer, steps_per_execution=1):

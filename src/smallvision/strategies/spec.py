@@ -8,6 +8,7 @@ import dataclasses
 
 from ..checks import DEFAULT_SPLIT, check_choice, check_positive, check_seed, image_size as parse_image_size, \
     split_fractions
+from .. import mixed
 from ..errors import SmallvisionError
 from .base import get, names, takes
 from .options import Options
@@ -29,14 +30,16 @@ class TrainSpec:
     class_weight: str | None = None  # None or "balanced"
     split: tuple = DEFAULT_SPLIT  # train, validation, test fractions without split folders
     refit: bool = False  # after selection on validation, the final model trains on train + validation
+    mixed_precision: str = "auto"  # smallvision.mixed: auto, off, float16, bfloat16 (a run records it resolved)
 
+    # the keywords of parse() besides strategy and the options
     SETTINGS = ("epochs", "batch_size", "image_size", "crop_to_aspect", "seed", "learning_rate", "patience",
-                "class_weight", "split", "refit")  # the keywords of parse() besides strategy and the options
+                "class_weight", "split", "refit", "mixed_precision")
 
     @classmethod
     def parse(cls, strategy="scratch", *, epochs=None, batch_size=32, image_size=None, crop_to_aspect=False, seed=0,
-              learning_rate=None, patience=None, class_weight=None, split=DEFAULT_SPLIT, refit=False, options=None,
-              **values):
+              learning_rate=None, patience=None, class_weight=None, split=DEFAULT_SPLIT, refit=False,
+              mixed_precision="auto", options=None, **values):
         """A complete, checked spec from what a user gives (None: the default). ``values``: the
         strategy's option values by name (backbone, head, classifier, weights, views, start,
         head_epochs); one the strategy does not take is refused in one line. Or ``options``:
@@ -71,7 +74,8 @@ class TrainSpec:
             raise SmallvisionError(f"strategy {strat.name}: {e}") from None
         return cls(strategy=strat.name, epochs=epochs, image_size=size, learning_rate=learning_rate, options=opts,
                    batch_size=batch_size, crop_to_aspect=bool(crop_to_aspect), seed=seed, patience=patience,
-                   class_weight=class_weight, split=fractions, refit=bool(refit))
+                   class_weight=class_weight, split=fractions, refit=bool(refit),
+                   mixed_precision=mixed.parse(mixed_precision))
 
     @classmethod
     def from_config(cls, config):
@@ -80,7 +84,7 @@ class TrainSpec:
                    learning_rate=config.learning_rate, options=get(config.strategy).read_options(config.options),
                    batch_size=config.batch_size, crop_to_aspect=config.crop_to_aspect, seed=config.seed,
                    patience=config.patience, class_weight=config.class_weight, split=tuple(config.split),
-                   refit=config.refit)
+                   refit=config.refit, mixed_precision=config.mixed_precision)
 
     def with_(self, **changes):
         """The same spec with some settings, its options or some option values changed, checked
