@@ -214,7 +214,8 @@ def quantize_onnx(src, dst, images, what="the model"):
             warnings.simplefilter("ignore")
             quant_pre_process(src, tmp + "-pre.onnx", skip_symbolic_shape=True)
             quantize_static(tmp + "-pre.onnx", tmp + ".onnx", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            reduce_range=int8_saturates(), activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)
         want, got = run_batches(source, images), run_batches(OnnxRunner(tmp + ".onnx"), images)
         want, got = want.reshape(len(want), -1), got.reshape(len(got), -1)
         cos = (want * got).sum(1) / np.maximum(np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
@@ -228,6 +229,28 @@ def quantize_onnx(src, dst, images, what="the model"):
         for leftover in (tmp + "-pre.onnx", tmp + ".onnx"):
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
+
+
+def int8_saturates(flags=None, machine=None):
+    """Whether this CPU's int8 kernels can saturate: an x86 CPU without VNNI (AVX2, or AVX-512
+    without VNNI) multiplies uint8 by int8 with ``vpmaddubsw``, whose 16-bit sums overflow; ONNX
+    Runtime's advice is then 7-bit weights (``reduce_range``). Measured on Lite0 at 224 px on an
+    AVX2 CPU (bench/RESULTS.md §17): the full range gives a median cosine to float32 of 0.911
+    (min 0.487), 7-bit weights 0.980 (min 0.931). ``flags``/``machine``: /proc/cpuinfo's flags
+    and the architecture (default: this machine's)."""
+    import platform
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    if flags is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+        except OSError:
+            flags = None
+    if flags is None:  # not Linux: no way to tell here; the faithfulness check still guards
+        return False
+    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 class ExportError(Exception):

@@ -182,9 +182,14 @@ def calibration(prep, n=CALIBRATION_IMAGES):
 
 
 def calibration_tag(shas, n=CALIBRATION_IMAGES):
-    """Names the calibration images of training images ``shas`` by their content."""
+    """Names the calibration images of training images ``shas`` by their content, and how the
+    weights are quantized ("-r7": 7-bit, on a CPU whose int8 kernels saturate:
+    :func:`smallvision.runtime.int8_saturates`)."""
     import hashlib
-    return hashlib.sha256("".join(sorted(shas[i] for i in calibration_choice(shas, n))).encode()).hexdigest()[:10]
+
+    from .. import runtime
+    digest = hashlib.sha256("".join(sorted(shas[i] for i in calibration_choice(shas, n))).encode()).hexdigest()[:10]
+    return digest + ("-r7" if runtime.int8_saturates() else "")
 
 
 def extractor(image_size, o, weights=True):
