@@ -8,6 +8,11 @@ process — then runs every strategy with seed 0 at the chapter's epochs (scratc
 time per strategy, images/s and test accuracy.
 
     python bench/gpu_ladder.py --data DATA --out RESULTS_DIR [--epochs-scale 1] [--backends jax,torch]
+                               [--mixed-precision auto|off|float16|bfloat16]
+
+``--mixed-precision`` (default auto: bfloat16 on an Ampere/Hopper GPU) is every run's; the run
+folders record what each trained in, and the JSON says it. Run it with ``off`` too to check the
+accuracy against float32 (issue #28).
 
 Frozen networks run through Keras on the GPU (``SMALLVISION_RUNTIME=keras``): the ONNX export
 needs TensorFlow, which is not there, and ONNX Runtime there runs on the CPU.
@@ -34,14 +39,15 @@ def sh(cmd):
         return ""
 
 
-def probe(backend, data, epochs, root):
+def probe(backend, data, epochs, root, mixed_precision="auto"):
     """Seconds per epoch of ``augment`` under ``backend`` (the last of ``epochs``: the first compiles)."""
     out = os.path.join(root, f"probe-{backend}")
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, KERAS_BACKEND=backend)
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "smallvision", "train", data, "--strategy", "augment", "--epochs",
-                        str(epochs), "--out", out, "--quiet"], env=env, capture_output=True, text=True)
+                        str(epochs), "--out", out, "--quiet", "--mixed-precision", mixed_precision], env=env,
+                       capture_output=True, text=True)
     wall = time.perf_counter() - t
     if p.returncode:
         print(f"probe {backend} failed:\n{p.stderr[-3000:]}", flush=True)
@@ -63,6 +69,7 @@ def main():
     p.add_argument("--epochs-scale", type=float, default=1.0)
     p.add_argument("--backends", default="jax,torch")
     p.add_argument("--probe-epochs", type=int, default=2)
+    p.add_argument("--mixed-precision", default="auto", choices=("auto", "off", "float16", "bfloat16"))
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     os.environ.setdefault("SMALLVISION_RUNTIME", "keras")
@@ -72,13 +79,14 @@ def main():
                 if line.startswith("Model name")), platform.processor())
     t0 = time.perf_counter()
     backends = a.backends.split(",")
-    probes = [probe(b, a.data, a.probe_epochs, a.work) for b in backends] if len(backends) > 1 else []
+    probes = [probe(b, a.data, a.probe_epochs, a.work, a.mixed_precision) for b in backends] if len(backends) > 1 else []
     timed = [r for r in probes if "epoch_seconds" in r]
     best = min(timed, key=lambda r: r["epoch_seconds"][-1])["backend"] if timed else backends[0]
     print(f"ladder under {best}", flush=True)
     os.environ["KERAS_BACKEND"] = best
     from smallvision import api
     from smallvision.report.collect import collect
+    from smallvision.runs import Run
     ladder = os.path.join(a.work, "ladder")
     shutil.rmtree(ladder, ignore_errors=True)
     import keras
@@ -87,7 +95,8 @@ def main():
     for strategy in ORDER:  # one strategy more per call (the folder keeps the finished runs), results after each
         done.append(strategy)
         ts = time.perf_counter()
-        api.ladder(a.data, out=ladder, strategies=done, epochs_scale=a.epochs_scale, seeds=1, progress=True)
+        api.ladder(a.data, out=ladder, strategies=done, epochs_scale=a.epochs_scale, seeds=1, progress=True,
+                   mixed_precision=a.mixed_precision)
         print(f"{strategy}: {time.perf_counter() - ts:.1f} s", flush=True)
         wall = time.perf_counter() - t
         table = api.summary_table(ladder)
@@ -100,7 +109,10 @@ def main():
             benchmark="smallvision ladder, seed 0, the chapter's epochs, on one GPU (issue #13)",
             gpu=gpu, cpu=cpu, cpus=os.cpu_count(), python=platform.python_version(), keras=keras.__version__,
             backend=best, backend_version=__import__(best).__version__, probes=probes, epochs_scale=a.epochs_scale,
-            runtime=os.environ["SMALLVISION_RUNTIME"], ladder_wall_seconds=round(wall, 1), finished=list(done),
+            runtime=os.environ["SMALLVISION_RUNTIME"], mixed_precision_asked=a.mixed_precision,
+            mixed_precision=sorted({Run.open(os.path.join(ladder, "runs", name)).config.mixed_precision
+                                    for name in os.listdir(os.path.join(ladder, "runs"))}),
+            ladder_wall_seconds=round(wall, 1), finished=list(done),
             script_wall_seconds=round(time.perf_counter() - t0, 1), rows=rows,
             data="cats_vs_dogs_small (train 2,000 / validation 1,000 / test 2,000), carried to the GPU machine "
                  "squashed to 224x224 and re-encoded as WebP quality 80 (the 64 MiB transfer limit)",
