@@ -25,6 +25,7 @@ from .errors import SmallvisionError
 
 MODES = ("auto", "off", "float16", "bfloat16")
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+MIXED = ("mixed_float16", "mixed_bfloat16")
 
 
 def parse(value):
@@ -81,7 +82,7 @@ def is_mixed(model):
     """Whether any layer of ``model`` (nested ones included) computes in another type than its
     variables (a mixed policy)."""
     from .models.walk import leaves
-    return any(_policy_name(layer) in ("mixed_float16", "mixed_bfloat16") for layer in [model] + leaves(model))
+    return any(_policy_name(layer) in MIXED for layer in [model] + leaves(model))
 
 
 def as_float32(model):
@@ -109,24 +110,8 @@ def saved_mode(path):
     import zipfile
     try:
         with zipfile.ZipFile(path) as z:
-            text = z.read("config.json").decode("utf-8")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return "off"
-    names = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif isinstance(node, str) and node in ("mixed_float16", "mixed_bfloat16"):
-            names.add(node)
-
-    try:
-        walk(json.loads(text))
-    except ValueError:
+            names = set(_mixed_names(json.loads(z.read("config.json"))))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # no file, no config, not JSON, not a zip
         return "off"
     return "float16" if "mixed_float16" in names else "bfloat16" if names else "off"
 
@@ -136,19 +121,25 @@ def _policy_name(layer):
     return getattr(policy_, "name", None)
 
 
-def _float32_config(node):
-    """A serialized model's config with every dtype policy that is mixed made float32."""
+def _mixed_names(node):
+    """The mixed policy names anywhere in a serialized config."""
     if isinstance(node, dict):
-        if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and \
-                isinstance(node.get("config"), dict) and node["config"].get("name") in ("mixed_float16",
-                                                                                         "mixed_bfloat16"):
-            return dict(node, config=dict(node["config"], name="float32"))
+        node = list(node.values())
+    if isinstance(node, list):
+        for value in node:
+            yield from _mixed_names(value)
+    elif node in MIXED:
+        yield node
+
+
+def _float32_config(node):
+    """A serialized model's config with every mixed policy name made float32 (in a
+    DTypePolicy's config, or a policy serialized as its name)."""
+    if isinstance(node, dict):
         return {k: _float32_config(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_float32_config(v) for v in node]
-    if node in ("mixed_float16", "mixed_bfloat16"):  # a policy serialized as its name
-        return "float32"
-    return node
+    return "float32" if node in MIXED else node
 
 
 def _accelerator():

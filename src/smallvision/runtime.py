@@ -21,6 +21,7 @@ folder for ``predict`` (:func:`open_export`).
 """
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import uuid
@@ -242,15 +243,20 @@ def int8_saturates(flags=None, machine=None):
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i386", "i686"):
         return False
-    if flags is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-        except OSError:
-            flags = None
+    flags = _cpu_flags() if flags is None else flags
     if flags is None:  # not Linux: no way to tell here; the faithfulness check still guards
         return False
     return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags():
+    """This CPU's flags from /proc/cpuinfo (read once), or None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return tuple(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), ())) or None
+    except OSError:
+        return None
 
 
 class ExportError(Exception):
