@@ -14,6 +14,14 @@ os.environ.setdefault("SMALLVISION_RUN_ONNX", "0")
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cats_vs_dogs_small"
 
 
+MAX_WORKERS = 4  # each pytest-xdist worker imports TensorFlow (~1 GB) and trains with every core
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most :data:`MAX_WORKERS`."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
 def shared_cache_dir(tmp_path_factory):
     """The session's one warm cache (decodes, features, views, ONNX exports). The caches are keyed
     by content and append-only, so tests share it as two runs do; a test that counts what a cache
