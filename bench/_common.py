@@ -35,9 +35,21 @@ def median(values):
     return round(statistics.median(values), 2)
 
 
+def cpu_name():
+    """The processor as `lscpu` names it, with its family and model (figures compare only on one)."""
+    fields = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def machine():
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {"cpus": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def record(name, result):

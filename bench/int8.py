@@ -5,10 +5,15 @@ features are from fp32's (cosine), and what a logistic regression on its feature
 test split against the same on fp32 features (all 5,000 photos, 3 seeds of the regression's
 data order... the regression is deterministic, so 3 bootstrap-free figures: C = 1, 3, 10).
 
-    python bench/int8.py [--calibration 200] [--variants qdq-pc,qdq-pc-nodw,...]
+    python bench/int8.py [--calibration 200] [--variants qdq-pc,qdq-pc-rr,qdq-pc-nodw,...] [--name int8]
+
+A variant is a name made of tokens: qdq (QDQ format, else QOperator), pc (per channel), rr (7-bit
+weights, ONNX Runtime's reduce_range: what smallvision uses on an x86 CPU without VNNI), nodw
+(depthwise convolutions left in float), convonly (only Conv/MatMul/Gemm), pct (percentile
+calibration instead of min-max).
 
 Needs the fp32 extractor in the cache (any `features` run made it). Written to
-bench/results/int8.json.
+bench/results/<name>.json, with the CPU's name and whether smallvision would use 7-bit weights on it.
 """
 import argparse
 import glob
@@ -71,7 +76,7 @@ def quantize(src, dst, calibration, variant):
     method = CalibrationMethod.Percentile if "pct" in variant else CalibrationMethod.MinMax
     extra = {"CalibPercentile": 99.999} if "pct" in variant else {}
     quantize_static(pre, dst, Reader(name), quant_format=QuantFormat.QDQ if "qdq" in variant else QuantFormat.QOperator,
-                    per_channel="pc" in variant, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel="pc" in variant, reduce_range="rr" in variant.split("-"), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude, calibrate_method=method, extra_options=extra,
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"] if "convonly" in variant else None)
     os.unlink(pre)
@@ -90,10 +95,11 @@ def main():
     ap.add_argument("--calibration", type=int, default=200)
     ap.add_argument("--variants", default="qdq-pc,qdq-pc-nodw,qdq-pc-convonly,qdq-pc-pct")
     ap.add_argument("--accuracy", action="store_true", help="also extract all 5,000 photos per variant")
+    ap.add_argument("--name", default="int8", help="result file bench/results/<name>.json")
     args = ap.parse_args()
     need_data()
     from smallvision.data.cache import default_cache_root
-    from smallvision.runtime import OnnxRunner, run_batches
+    from smallvision.runtime import OnnxRunner, int8_saturates, run_batches
     src = sorted(glob.glob(os.path.join(default_cache_root(), "onnx", "efficientnet_lite0-imagenet-224x224-gap-*.onnx")))
     if not src:
         raise SystemExit("no fp32 Lite0 extractor in the cache: run a features run first")
@@ -101,7 +107,8 @@ def main():
     calib, _ = images_of("train", args.calibration, seed=1)
     probe, _ = images_of("validation", 256, seed=2)
     fp32 = OnnxRunner(src)
-    result = {"machine": machine(), "calibration_images": args.calibration, "variants": {}}
+    result = {"machine": machine(), "smallvision_uses_7_bit_weights": int8_saturates(),
+              "calibration_images": args.calibration, "variants": {}}
     ref = run_batches(fp32, probe)
     result["fp32_images_per_s"] = round(speed(fp32, probe), 1)
     if args.accuracy:
@@ -129,7 +136,7 @@ def main():
                                                     feats["test"], data["test"][1], c) for c in (1, 3, 10)}
             result["variants"][variant] = row
             print(variant, row, flush=True)
-    record("int8", result)
+    record(args.name, result)
 
 
 if __name__ == "__main__":

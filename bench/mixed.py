@@ -101,11 +101,6 @@ def main():
     result = {"benchmark": "mixed precision against float32 (issue #28)", **machine()}
     import keras
     result["keras"] = keras.__version__
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = "unknown"
-    result["cpu"] = cpu
     if "speed" in parts:
         result["speed"] = speed(a.images, a.rounds)
     if "accuracy" in parts:
