@@ -236,8 +236,8 @@ def int8_saturates(flags=None, machine=None):
     """Whether this CPU's int8 kernels can saturate: an x86 CPU without VNNI (AVX2, or AVX-512
     without VNNI) multiplies uint8 by int8 with ``vpmaddubsw``, whose 16-bit sums overflow; ONNX
     Runtime's advice is then 7-bit weights (``reduce_range``). Measured on Lite0 at 224 px on an
-    AVX2 CPU (bench/RESULTS.md §17): the full range gives a median cosine to float32 of 0.911
-    (min 0.487), 7-bit weights 0.980 (min 0.931). ``flags``/``machine``: /proc/cpuinfo's flags
+    AVX2 CPU (bench/RESULTS.md §17, 256 validation photos): the full range gives a median cosine
+    to float32 of 0.931 (min 0.685), 7-bit weights 0.980 (min 0.924). ``flags``/``machine``: /proc/cpuinfo's flags
     and the architecture (default: this machine's)."""
     import platform
     machine = (machine or platform.machine()).lower()
