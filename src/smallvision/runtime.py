@@ -237,8 +237,8 @@ def int8_saturates(flags=None, machine=None):
     without VNNI) multiplies uint8 by int8 with ``vpmaddubsw``, whose 16-bit sums overflow; ONNX
     Runtime's advice is then 7-bit weights (``reduce_range``). Measured on Lite0 at 224 px on an
     AVX2 CPU (bench/RESULTS.md §17, 256 validation photos): the full range gives a median cosine
-    to float32 of 0.931 (min 0.685), 7-bit weights 0.980 (min 0.924). ``flags``/``machine``: /proc/cpuinfo's flags
-    and the architecture (default: this machine's)."""
+    to float32 of 0.931 (min 0.685), 7-bit weights 0.980 (min 0.924). ``flags``/``machine``:
+    /proc/cpuinfo's flags and the architecture (default: this machine's)."""
     import platform
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i386", "i686"):
