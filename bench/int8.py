@@ -67,18 +67,19 @@ def quantize(src, dst, calibration, variant):
     quant_pre_process(src, pre, skip_symbolic_shape=True)
     model = onnx.load(pre)
     name = model.graph.input[0].name
+    tokens = set(variant.split("-"))  # "pc" must not match inside "pct"
     exclude = []
-    if "nodw" in variant:  # leave depthwise convolutions in float
+    if "nodw" in tokens:  # leave depthwise convolutions in float
         for node in model.graph.node:
             group = [a.i for a in node.attribute if a.name == "group"]
             if node.op_type == "Conv" and group and group[0] > 1:
                 exclude.append(node.name)
-    method = CalibrationMethod.Percentile if "pct" in variant else CalibrationMethod.MinMax
-    extra = {"CalibPercentile": 99.999} if "pct" in variant else {}
-    quantize_static(pre, dst, Reader(name), quant_format=QuantFormat.QDQ if "qdq" in variant else QuantFormat.QOperator,
-                    per_channel="pc" in variant, reduce_range="rr" in variant.split("-"), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=exclude, calibrate_method=method, extra_options=extra,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"] if "convonly" in variant else None)
+    method = CalibrationMethod.Percentile if "pct" in tokens else CalibrationMethod.MinMax
+    extra = {"CalibPercentile": 99.999} if "pct" in tokens else {}
+    quantize_static(pre, dst, Reader(name), quant_format=QuantFormat.QDQ if "qdq" in tokens else QuantFormat.QOperator,
+                    per_channel="pc" in tokens, reduce_range="rr" in tokens, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+                    extra_options=extra, op_types_to_quantize=["Conv", "MatMul", "Gemm"] if "convonly" in tokens else None)
     os.unlink(pre)
 
 
